@@ -1,0 +1,69 @@
+// The one storage interface. A Backend stores named, immutable files by type, in restic's layout.
+// Providers (local, s3, azure, gcs, rest) implement it and map their errors onto StorageError kinds;
+// retries, timeouts and concurrency limits wrap it (storage/retry.ts), providers don't reinvent them.
+
+export const FILE_TYPES = ['config', 'keys', 'locks', 'snapshots', 'index', 'data'] as const;
+export type FileType = (typeof FILE_TYPES)[number];
+
+export interface FileInfo {
+  /** File name: 64 lowercase hex chars (or 'config' for the config file). */
+  name: string;
+  size: number;
+}
+
+export interface Backend {
+  /** Where this backend points, for messages; never contains secrets. */
+  readonly location: string;
+  /** How many requests it is sensible to run at once against this backend. */
+  readonly connections: number;
+
+  /** Creates the repository layout (directories, bucket prefix). Idempotent. */
+  create(): Promise<void>;
+
+  /**
+   * Stores a file atomically: nothing is visible under the final name until all bytes are written.
+   * Never overwrites: an existing name fails with StorageError kind 'already-exists'.
+   * For type 'config' the name is ignored.
+   */
+  save(type: FileType, name: string, data: Uint8Array): Promise<void>;
+
+  /**
+   * Reads a file, or `length` bytes from `offset` when given (length 0 / undefined: to the end).
+   * A missing file fails with kind 'not-found'; a short read (file smaller than offset+length) fails
+   * with kind 'other' naming the file, never returns fewer bytes silently.
+   */
+  load(type: FileType, name: string, offset?: number, length?: number): Promise<Buffer>;
+
+  /** Size of a file; kind 'not-found' if it does not exist. */
+  stat(type: FileType, name: string): Promise<FileInfo>;
+
+  /** Every file of a type (any order). Names that are not valid restic IDs are skipped. */
+  list(type: FileType): AsyncIterable<FileInfo>;
+
+  /** Removes a file. Removing a missing file is not an error. */
+  remove(type: FileType, name: string): Promise<void>;
+
+  /** Releases connections, handles. */
+  close(): Promise<void>;
+}
+
+export const ID_RE = /^[0-9a-f]{64}$/;
+
+/** Collects a listing into an array. */
+export async function listAll(be: Backend, type: FileType): Promise<FileInfo[]> {
+  const out: FileInfo[] = [];
+  for await (const fi of be.list(type)) out.push(fi);
+  return out;
+}
+
+/** True when the backend holds a repository (a config file exists). */
+export async function hasConfig(be: Backend): Promise<boolean> {
+  try {
+    await be.stat('config', 'config');
+    return true;
+  } catch (err) {
+    const { isNotFound } = await import('../core/errors.js');
+    if (isNotFound(err)) return false;
+    throw err;
+  }
+}

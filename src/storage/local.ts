@@ -1,0 +1,215 @@
+// Local filesystem backend, restic's layout and write discipline: temp file in the final directory,
+// write, fsync, link into place (never overwriting), fsync the directory, files 0400, dirs 0700.
+import { promises as fsp, constants as fsc } from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { StorageError, describeSystemError } from '../core/errors.js';
+import { Backend, FileInfo, FileType, FILE_TYPES, ID_RE } from './backend.js';
+
+function mapFsError(err: unknown, what: string): StorageError {
+  const e = err as NodeJS.ErrnoException;
+  switch (e?.code) {
+    case 'ENOENT': return new StorageError('not-found', `${what}: not found`, { cause: err });
+    case 'EEXIST': return new StorageError('already-exists', `${what}: already exists`, { cause: err });
+    case 'EACCES':
+    case 'EPERM': return new StorageError('access-denied', `${what}: permission denied`, { cause: err });
+    case 'ENOSPC':
+    case 'EDQUOT': return new StorageError('no-space', `${what}: ${describeSystemError(err)}`, { cause: err, hint: 'free space on the repository disk; the repository is still consistent' });
+    case 'EROFS': return new StorageError('read-only', `${what}: read-only file system`, { cause: err });
+    default: return new StorageError('other', `${what}: ${describeSystemError(err)}`, { cause: err });
+  }
+}
+
+export class LocalBackend implements Backend {
+  readonly location: string;
+  readonly connections = 4;
+  readonly root: string;
+
+  constructor(root: string) {
+    this.root = path.resolve(root);
+    this.location = `local:${this.root}`;
+  }
+
+  dirOf(type: FileType, name: string): string {
+    if (type === 'config') return this.root;
+    if (type === 'data') return path.join(this.root, 'data', name.slice(0, 2));
+    return path.join(this.root, type);
+  }
+
+  pathOf(type: FileType, name: string): string {
+    if (type === 'config') return path.join(this.root, 'config');
+    return path.join(this.dirOf(type, name), name);
+  }
+
+  async create(): Promise<void> {
+    try {
+      await fsp.mkdir(this.root, { recursive: true, mode: 0o700 });
+      for (const t of FILE_TYPES) {
+        if (t === 'config' || t === 'data') continue;
+        await fsp.mkdir(path.join(this.root, t), { recursive: true, mode: 0o700 });
+      }
+      const data = path.join(this.root, 'data');
+      await fsp.mkdir(data, { recursive: true, mode: 0o700 });
+      const subs: Promise<unknown>[] = [];
+      for (let i = 0; i < 256; i++) subs.push(fsp.mkdir(path.join(data, i.toString(16).padStart(2, '0')), { recursive: true, mode: 0o700 }));
+      await Promise.all(subs);
+    } catch (err) {
+      throw mapFsError(err, `creating repository at ${this.root}`);
+    }
+  }
+
+  async save(type: FileType, name: string, data: Uint8Array): Promise<void> {
+    const final = this.pathOf(type, name);
+    const dir = path.dirname(final);
+    const tmp = `${final}-tmp-${crypto.randomBytes(6).toString('hex')}`;
+    const what = `saving ${type === 'config' ? 'config' : `${type}/${name}`}`;
+    let fh: fsp.FileHandle | undefined;
+    try {
+      try {
+        fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+        fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+      }
+      let off = 0;
+      while (off < data.length) {
+        const { bytesWritten } = await fh.write(data, off, data.length - off);
+        off += bytesWritten;
+      }
+      await fh.sync();
+      await fh.close();
+      fh = undefined;
+      // link() fails with EEXIST if the final name exists: never overwrite, never a partial file.
+      await fsp.link(tmp, final);
+      await fsp.unlink(tmp);
+      await fsp.chmod(final, 0o400).catch(() => {});
+      await syncDir(dir);
+    } catch (err) {
+      if (fh) await fh.close().catch(() => {});
+      await fsp.unlink(tmp).catch(() => {});
+      throw mapFsError(err, what);
+    }
+  }
+
+  async load(type: FileType, name: string, offset = 0, length = 0): Promise<Buffer> {
+    const p = this.pathOf(type, name);
+    const what = `reading ${type === 'config' ? 'config' : `${type}/${name}`}`;
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(p, 'r');
+    } catch (err) {
+      throw mapFsError(err, what);
+    }
+    try {
+      if (!length) {
+        const st = await fh.stat();
+        length = st.size - offset;
+        if (length < 0) throw new StorageError('other', `${what}: offset ${offset} is past the end (${st.size} bytes)`);
+      }
+      const buf = Buffer.allocUnsafe(length);
+      let got = 0;
+      while (got < length) {
+        const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      if (got < length) throw new StorageError('other', `${what}: file is truncated (wanted ${length} bytes at offset ${offset}, got ${got})`);
+      return buf;
+    } catch (err) {
+      if (err instanceof StorageError) throw err;
+      throw mapFsError(err, what);
+    } finally {
+      await fh.close().catch(() => {});
+    }
+  }
+
+  async stat(type: FileType, name: string): Promise<FileInfo> {
+    try {
+      const st = await fsp.stat(this.pathOf(type, name));
+      return { name: type === 'config' ? 'config' : name, size: st.size };
+    } catch (err) {
+      throw mapFsError(err, `stat ${type === 'config' ? 'config' : `${type}/${name}`}`);
+    }
+  }
+
+  async *list(type: FileType): AsyncIterable<FileInfo> {
+    if (type === 'config') {
+      try {
+        yield await this.stat('config', 'config');
+      } catch (err) {
+        if ((err as StorageError).kind !== 'not-found') throw err;
+      }
+      return;
+    }
+    const dirs: string[] = [];
+    if (type === 'data') {
+      let subs: string[] = [];
+      try {
+        subs = await fsp.readdir(path.join(this.root, 'data'));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw mapFsError(err, 'listing data');
+      }
+      for (const s of subs.sort()) if (/^[0-9a-f]{2}$/.test(s)) dirs.push(path.join(this.root, 'data', s));
+    } else {
+      dirs.push(path.join(this.root, type));
+    }
+    for (const dir of dirs) {
+      let names: string[];
+      try {
+        names = await fsp.readdir(dir);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw mapFsError(err, `listing ${type}`);
+      }
+      const valid = names.filter((n) => ID_RE.test(n));
+      const infos = await Promise.all(
+        valid.map(async (n) => {
+          try {
+            const st = await fsp.stat(path.join(dir, n));
+            return { name: n, size: st.size };
+          } catch {
+            return undefined; // removed while listing
+          }
+        }),
+      );
+      for (const fi of infos) if (fi) yield fi;
+    }
+  }
+
+  async remove(type: FileType, name: string): Promise<void> {
+    const p = this.pathOf(type, name);
+    try {
+      await fsp.unlink(p);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code === 'EACCES' || code === 'EPERM') {
+        // restic's files are 0400; the directory's write bit decides, but try making it writable.
+        try {
+          await fsp.chmod(p, 0o600);
+          await fsp.unlink(p);
+          return;
+        } catch (err2) {
+          throw mapFsError(err2, `removing ${type}/${name}`);
+        }
+      }
+      throw mapFsError(err, `removing ${type}/${name}`);
+    }
+  }
+
+  async close(): Promise<void> {}
+}
+
+async function syncDir(dir: string): Promise<void> {
+  let fh: fsp.FileHandle | undefined;
+  try {
+    fh = await fsp.open(dir, 'r');
+    await fh.sync();
+  } catch {
+    // some filesystems refuse fsync on directories; the rename is still atomic
+  } finally {
+    await fh?.close().catch(() => {});
+  }
+}
