@@ -1,0 +1,128 @@
+// restic's authenticated encryption: AES-256-CTR + Poly1305-AES (reference §3).
+// Stored form of every encrypted object: IV (16) ‖ ciphertext ‖ MAC (16). The MAC covers the
+// ciphertext only; the one-time Poly1305 key is r ‖ AES-128-ECB(k, IV).
+import crypto from 'node:crypto';
+import sodium from 'sodium-native';
+import { IntegrityError } from '../core/errors.js';
+
+export interface MasterKey {
+  /** AES-256 key. */
+  encrypt: Buffer;
+  /** AES-128 key deriving the Poly1305 s part from the IV. */
+  macK: Buffer;
+  /** Poly1305 r (clamped before use). */
+  macR: Buffer;
+}
+
+export const OVERHEAD = 32;
+const IV_SIZE = 16;
+const MAC_SIZE = 16;
+const R_MASK = [0xff, 0xff, 0xff, 0x0f, 0xfc, 0xff, 0xff, 0x0f, 0xfc, 0xff, 0xff, 0x0f, 0xfc, 0xff, 0xff, 0x0f];
+
+function clampR(r: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(16);
+  for (let i = 0; i < 16; i++) out[i] = r[i] & R_MASK[i];
+  return out;
+}
+
+function allZero(b: Uint8Array): boolean {
+  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+export function newMasterKey(): MasterKey {
+  for (;;) {
+    const k: MasterKey = { encrypt: crypto.randomBytes(32), macK: crypto.randomBytes(16), macR: clampR(crypto.randomBytes(16)) };
+    if (validKey(k)) return k;
+  }
+}
+
+export function validKey(k: MasterKey): boolean {
+  return k.encrypt.length === 32 && k.macK.length === 16 && k.macR.length === 16 && !allZero(k.encrypt) && !allZero(k.macK) && !allZero(k.macR);
+}
+
+/** Builds the 32-byte one-time Poly1305 key r ‖ AES-128-ECB(macK, iv), into `out`. */
+function polyKey(key: MasterKey, iv: Uint8Array, out: Buffer): void {
+  const ecb = crypto.createCipheriv('aes-128-ecb', key.macK, null);
+  ecb.setAutoPadding(false);
+  const s = ecb.update(iv);
+  clampR(key.macR).copy(out, 0);
+  s.copy(out, 16);
+}
+
+function newIV(): Buffer {
+  for (;;) {
+    const iv = crypto.randomBytes(IV_SIZE);
+    if (!allZero(iv)) return iv;
+  }
+}
+
+/** Encrypts `plaintext` into IV ‖ ciphertext ‖ MAC. */
+export function seal(key: MasterKey, plaintext: Uint8Array): Buffer {
+  const iv = newIV();
+  const out = Buffer.allocUnsafe(IV_SIZE + plaintext.length + MAC_SIZE);
+  iv.copy(out, 0);
+  const c = crypto.createCipheriv('aes-256-ctr', key.encrypt, iv);
+  const ct = c.update(plaintext);
+  ct.copy(out, IV_SIZE);
+  const pk = Buffer.allocUnsafe(32);
+  polyKey(key, iv, pk);
+  sodium.crypto_onetimeauth(out.subarray(IV_SIZE + plaintext.length), ct, pk);
+  return out;
+}
+
+/** Verifies the MAC and decrypts. `what` names the object in the error (e.g. "blob 1a2b… in pack 3c4d…"). */
+export function open(key: MasterKey, data: Uint8Array, what = 'object'): Buffer {
+  if (data.length < OVERHEAD) throw new IntegrityError(`${what}: ciphertext too short (${data.length} bytes)`);
+  const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.length);
+  const iv = buf.subarray(0, IV_SIZE);
+  const ct = buf.subarray(IV_SIZE, buf.length - MAC_SIZE);
+  const mac = buf.subarray(buf.length - MAC_SIZE);
+  const pk = Buffer.allocUnsafe(32);
+  polyKey(key, iv, pk);
+  if (!sodium.crypto_onetimeauth_verify(mac, ct, pk)) {
+    throw new IntegrityError(`${what}: ciphertext verification failed (MAC mismatch)`, {
+      hint: 'the data is damaged or was written with another key; run `dmctl check --read-data`',
+    });
+  }
+  const d = crypto.createDecipheriv('aes-256-ctr', key.encrypt, iv);
+  return d.update(ct);
+}
+
+/** MAC check only (no decryption), for `check --read-data` style verification. */
+export function verify(key: MasterKey, data: Uint8Array): boolean {
+  if (data.length < OVERHEAD) return false;
+  const buf = Buffer.from(data.buffer, data.byteOffset, data.length);
+  const pk = Buffer.allocUnsafe(32);
+  polyKey(key, buf.subarray(0, IV_SIZE), pk);
+  return sodium.crypto_onetimeauth_verify(buf.subarray(buf.length - MAC_SIZE), buf.subarray(IV_SIZE, buf.length - MAC_SIZE), pk);
+}
+
+/** The master key as restic serialises it (compact JSON, this field order). */
+export function masterKeyJson(k: MasterKey): string {
+  return `{"mac":{"k":"${k.macK.toString('base64')}","r":"${k.macR.toString('base64')}"},"encrypt":"${k.encrypt.toString('base64')}"}`;
+}
+
+export function parseMasterKeyJson(s: string): MasterKey {
+  const j = JSON.parse(s) as { mac?: { k?: string; r?: string }; encrypt?: string };
+  const k: MasterKey = {
+    encrypt: Buffer.from(j.encrypt ?? '', 'base64'),
+    macK: Buffer.from(j.mac?.k ?? '', 'base64'),
+    macR: Buffer.from(j.mac?.r ?? '', 'base64'),
+  };
+  if (!validKey(k)) throw new IntegrityError('master key is invalid (wrong length or all zero)');
+  return k;
+}
+
+/** Key derived from a password by scrypt, used only to wrap the master key (reference §3.4). */
+export function userKeyFromScrypt(dk: Buffer): MasterKey {
+  return { encrypt: dk.subarray(0, 32), macK: dk.subarray(32, 48), macR: dk.subarray(48, 64) };
+}
+
+export function sha256(data: Uint8Array): Buffer {
+  return crypto.createHash('sha256').update(data).digest();
+}
+
+export function sha256hex(data: Uint8Array): string {
+  return crypto.createHash('sha256').update(data).digest('hex');
+}

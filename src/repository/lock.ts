@@ -1,0 +1,167 @@
+// Repository locks (reference §12), compatible with restic: files in locks/, unpacked format.
+// Acquire: check others, write ours, wait 200 ms, check again; refresh every 5 minutes by writing a
+// new lock file and deleting the old one; release by deleting. Stale locks (same host and the process
+// is gone, or no refresh for 30 minutes) are ignored when acquiring, and removed by `unlock`.
+import os from 'node:os';
+import { LockedError, isNotFound } from '../core/errors.js';
+import type { Repository } from './repository.js';
+import { currentUsername } from './key-file.js';
+import { localTimestamp } from './time.js';
+
+export interface LockInfo {
+  time: string;
+  exclusive: boolean;
+  hostname: string;
+  username: string;
+  pid: number;
+  uid?: number;
+  gid?: number;
+}
+
+export const STALE_AFTER_MS = 30 * 60 * 1000;
+export const REFRESH_EVERY_MS = 5 * 60 * 1000;
+const RECHECK_WAIT_MS = 200;
+
+export function encodeLock(l: LockInfo): Buffer {
+  const o: Record<string, unknown> = { time: l.time, exclusive: l.exclusive, hostname: l.hostname, username: l.username, pid: l.pid };
+  if (l.uid) o.uid = l.uid;
+  if (l.gid) o.gid = l.gid;
+  return Buffer.from(JSON.stringify(o));
+}
+
+export function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export function isStale(l: LockInfo, now = Date.now()): boolean {
+  const t = Date.parse(l.time);
+  if (!Number.isFinite(t) || now - t > STALE_AFTER_MS) return true;
+  if (l.hostname === os.hostname() && l.pid && !processExists(l.pid)) return true;
+  return false;
+}
+
+export function describeLock(l: LockInfo): string {
+  return `${l.exclusive ? 'exclusively ' : ''}by PID ${l.pid} on ${l.hostname} by ${l.username || '?'} since ${l.time}`;
+}
+
+export async function loadLocks(repo: Repository, exceptId?: string): Promise<{ id: string; lock?: LockInfo }[]> {
+  const out: { id: string; lock?: LockInfo }[] = [];
+  const ids: string[] = [];
+  for await (const f of repo.backend.list('locks')) if (f.name !== exceptId) ids.push(f.name);
+  await Promise.all(
+    ids.map(async (id) => {
+      try {
+        const json = await repo.loadUnpacked('locks', id);
+        out.push({ id, lock: JSON.parse(json.toString('utf8')) as LockInfo });
+      } catch (err) {
+        if (isNotFound(err)) return; // released meanwhile
+        out.push({ id }); // undecodable: ignored for conflicts, like restic
+      }
+    }),
+  );
+  return out;
+}
+
+function conflict(locks: { id: string; lock?: LockInfo }[], exclusive: boolean): LockInfo | undefined {
+  for (const { lock } of locks) {
+    if (!lock || isStale(lock)) continue;
+    if (exclusive || lock.exclusive) return lock;
+  }
+  return undefined;
+}
+
+export interface LockOptions {
+  exclusive: boolean;
+  /** Keep retrying for this long (ms) while the repository is locked (--retry-lock). */
+  retryMs?: number;
+  /** Called when refreshing fails (e.g. storage gone); the operation should stop. */
+  onLost?: (err: unknown) => void;
+}
+
+export class RepoLock {
+  private timer?: NodeJS.Timeout;
+  private released = false;
+  private constructor(
+    private readonly repo: Repository,
+    public id: string,
+    private readonly info: LockInfo,
+    private readonly onLost?: (err: unknown) => void,
+  ) {}
+
+  static async acquire(repo: Repository, opts: LockOptions): Promise<RepoLock> {
+    const deadline = Date.now() + (opts.retryMs ?? 0);
+    let wait = 1000;
+    for (;;) {
+      const holder = conflict(await loadLocks(repo), opts.exclusive);
+      if (!holder) {
+        const info: LockInfo = {
+          time: localTimestamp(),
+          exclusive: opts.exclusive,
+          hostname: os.hostname(),
+          username: currentUsername(),
+          pid: process.pid,
+          uid: process.getuid?.() ?? 0,
+          gid: process.getgid?.() ?? 0,
+        };
+        const id = await repo.saveUnpacked('locks', encodeLock(info));
+        await new Promise((r) => setTimeout(r, RECHECK_WAIT_MS));
+        const again = conflict(await loadLocks(repo, id), opts.exclusive);
+        if (!again) {
+          const l = new RepoLock(repo, id, info, opts.onLost);
+          l.schedule();
+          return l;
+        }
+        await repo.backend.remove('locks', id).catch(() => {});
+        if (Date.now() >= deadline) throw new LockedError(`repository is already locked ${describeLock(again)}`);
+      } else if (Date.now() >= deadline) {
+        throw new LockedError(`repository is already locked ${describeLock(holder)}`);
+      }
+      await new Promise((r) => setTimeout(r, Math.min(wait, Math.max(0, deadline - Date.now()))));
+      wait = Math.min(wait * 2, 10_000);
+    }
+  }
+
+  private schedule(): void {
+    this.timer = setTimeout(() => {
+      this.refresh().then(
+        () => this.schedule(),
+        (err) => this.onLost?.(err),
+      );
+    }, REFRESH_EVERY_MS);
+    this.timer.unref();
+  }
+
+  /** Writes a fresh lock file (new time, new ID) and removes the previous one. */
+  async refresh(): Promise<void> {
+    if (this.released) return;
+    const info = { ...this.info, time: localTimestamp() };
+    const newId = await this.repo.saveUnpacked('locks', encodeLock(info));
+    const old = this.id;
+    this.id = newId;
+    await this.repo.backend.remove('locks', old);
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.repo.backend.remove('locks', this.id).catch(() => {});
+  }
+}
+
+/** Removes stale locks (or all with `all`); returns the removed IDs. */
+export async function unlock(repo: Repository, all = false): Promise<string[]> {
+  const removed: string[] = [];
+  for (const { id, lock } of await loadLocks(repo)) {
+    if (all || (lock && isStale(lock))) {
+      await repo.backend.remove('locks', id);
+      removed.push(id);
+    }
+  }
+  return removed;
+}

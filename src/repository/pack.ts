@@ -1,0 +1,146 @@
+// Pack files (reference §6): encrypted blobs back to back, then the encrypted header, then its
+// length as uint32 LE. Header entries are 37 bytes (uncompressed) or 41 bytes (zstd) each.
+import crypto from 'node:crypto';
+import { IntegrityError } from '../core/errors.js';
+import { Backend } from '../storage/backend.js';
+import { MasterKey, OVERHEAD, open, seal } from './crypto.js';
+
+export type BlobType = 'data' | 'tree';
+
+export interface PackedBlob {
+  type: BlobType;
+  id: string;
+  /** Offset of the encrypted blob in the pack. */
+  offset: number;
+  /** Length of the encrypted blob (payload + 32). */
+  length: number;
+  /** Plaintext length when the blob is zstd-compressed; 0 when stored uncompressed. */
+  uncompressedLength: number;
+}
+
+export const MAX_HEADER_SIZE = 16 * 1024 * 1024 + 4;
+/** Header tail restic reads first; we read a little more so one request covers ~100 entries. */
+const TAIL_GUESS = 4096;
+
+export function entrySize(b: { uncompressedLength: number }): number {
+  return b.uncompressedLength ? 41 : 37;
+}
+
+/** Size a pack must have on disk given its blobs (restic's "pack size does not match" check). */
+export function expectedPackSize(blobs: readonly PackedBlob[]): number {
+  let s = 4 + OVERHEAD;
+  for (const b of blobs) s += entrySize(b) + b.length;
+  return s;
+}
+
+export function encodeHeader(blobs: readonly PackedBlob[]): Buffer {
+  let size = 0;
+  for (const b of blobs) size += entrySize(b);
+  const h = Buffer.allocUnsafe(size);
+  let o = 0;
+  for (const b of blobs) {
+    const compressed = b.uncompressedLength !== 0;
+    h[o] = (b.type === 'tree' ? 1 : 0) | (compressed ? 2 : 0);
+    h.writeUInt32LE(b.length, o + 1);
+    o += 5;
+    if (compressed) {
+      h.writeUInt32LE(b.uncompressedLength, o);
+      o += 4;
+    }
+    h.write(b.id, o, 32, 'hex');
+    o += 32;
+  }
+  return h;
+}
+
+export function decodeHeader(h: Buffer, what: string): PackedBlob[] {
+  const out: PackedBlob[] = [];
+  let o = 0;
+  let offset = 0;
+  while (o < h.length) {
+    const t = h[o];
+    if (t > 3) throw new IntegrityError(`${what}: invalid blob type ${t} in header`);
+    const compressed = (t & 2) !== 0;
+    const size = compressed ? 41 : 37;
+    if (o + size > h.length) throw new IntegrityError(`${what}: header entry truncated`);
+    const length = h.readUInt32LE(o + 1);
+    const uncompressedLength = compressed ? h.readUInt32LE(o + 5) : 0;
+    const id = h.toString('hex', o + size - 32, o + size);
+    if (length < OVERHEAD) throw new IntegrityError(`${what}: blob ${id.slice(0, 10)} has impossible length ${length}`);
+    out.push({ type: t & 1 ? 'tree' : 'data', id, offset, length, uncompressedLength });
+    offset += length;
+    o += size;
+  }
+  return out;
+}
+
+/** Accumulates encrypted blobs of one type into a pack, hashing as it goes. */
+export class PackBuilder {
+  readonly type: BlobType;
+  readonly blobs: PackedBlob[] = [];
+  private parts: Buffer[] = [];
+  private hash = crypto.createHash('sha256');
+  size = 0;
+
+  constructor(type: BlobType) {
+    this.type = type;
+  }
+
+  get count(): number {
+    return this.blobs.length;
+  }
+
+  add(id: string, sealed: Buffer, uncompressedLength: number): PackedBlob {
+    const b: PackedBlob = { type: this.type, id, offset: this.size, length: sealed.length, uncompressedLength };
+    this.blobs.push(b);
+    this.parts.push(sealed);
+    this.hash.update(sealed);
+    this.size += sealed.length;
+    return b;
+  }
+
+  /** Header size once finished (for the "close when ≥ target" decision). */
+  headerSize(): number {
+    let s = 4 + OVERHEAD;
+    for (const b of this.blobs) s += entrySize(b);
+    return s;
+  }
+
+  finish(key: MasterKey): { id: string; data: Buffer; blobs: PackedBlob[] } {
+    const header = seal(key, encodeHeader(this.blobs));
+    const len = Buffer.allocUnsafe(4);
+    len.writeUInt32LE(header.length, 0);
+    this.hash.update(header);
+    this.hash.update(len);
+    this.parts.push(header, len);
+    const data = Buffer.concat(this.parts, this.size + header.length + 4);
+    this.parts = [];
+    return { id: this.hash.digest('hex'), data, blobs: this.blobs };
+  }
+}
+
+/** Reads and decrypts a pack's header. `size` is the pack's size (from a listing or stat). */
+export async function readPackHeader(be: Backend, key: MasterKey, packId: string, size: number): Promise<PackedBlob[]> {
+  const what = `pack ${packId.slice(0, 10)}`;
+  if (size < 4 + OVERHEAD) throw new IntegrityError(`${what}: file too small (${size} bytes) to be a pack`);
+  const tailLen = Math.min(size, TAIL_GUESS);
+  let tail = await be.load('data', packId, size - tailLen, tailLen);
+  const hlen = tail.readUInt32LE(tail.length - 4);
+  if (hlen < OVERHEAD || hlen > size - 4 || hlen > MAX_HEADER_SIZE) {
+    throw new IntegrityError(`${what}: invalid header length ${hlen} (pack damaged or truncated)`);
+  }
+  let header: Buffer;
+  if (hlen + 4 <= tail.length) header = tail.subarray(tail.length - 4 - hlen, tail.length - 4);
+  else {
+    tail = await be.load('data', packId, size - 4 - hlen, hlen);
+    header = tail;
+  }
+  const blobs = decodeHeader(open(key, header, `${what} header`), what);
+  const end = blobs.reduce((s, b) => s + b.length, 0);
+  if (end !== size - 4 - hlen) throw new IntegrityError(`${what}: header describes ${end} bytes of blobs, pack holds ${size - 4 - hlen}`);
+  return blobs;
+}
+
+export function sealBlob(key: MasterKey, payload: Uint8Array): Buffer {
+  return seal(key, payload);
+}

@@ -1,0 +1,289 @@
+// A restic-format repository on a Backend: open/init, the master index, unpacked files, blobs, and
+// the pack writer. Everything above (archiver, restorer, maintenance, server) goes through this.
+import os from 'node:os';
+import { IntegrityError, NoRepositoryError, DmctlError } from '../core/errors.js';
+import { mapLimit } from '../core/limit.js';
+import { ProgressFn, noProgress } from '../core/progress.js';
+import { Backend, FileType, hasConfig, listAll } from '../storage/backend.js';
+import { randomPolynomial } from '../chunker/polynomial.js';
+import { MasterKey, newMasterKey, open, seal, sha256hex } from './crypto.js';
+import { compress, decompress } from './compression.js';
+import { RepoConfig, loadConfig, newConfig, saveConfig } from './config-file.js';
+import { IndexPack, MasterIndex, decodeIndex, encodeIndex, BlobLocation } from './index-file.js';
+import { addKey, findKey } from './key-file.js';
+import { BlobType, PackBuilder } from './pack.js';
+import { decodeUnpacked, encodeUnpacked } from './unpacked.js';
+
+export type UnpackedType = 'index' | 'snapshots' | 'locks';
+export type Compression = 'auto' | 'off' | 'max';
+
+export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
+/** restic writes an index file once it holds this many blobs (compressed repositories). */
+const INDEX_FULL_BLOBS = 150_000;
+
+export interface InitOptions {
+  version?: 1 | 2;
+  polynomial?: bigint;
+  username?: string;
+  hostname?: string;
+}
+
+export interface OpenOptions {
+  keyHint?: string;
+}
+
+export class Repository {
+  readonly index = new MasterIndex();
+  private indexLoaded = false;
+
+  private constructor(
+    readonly backend: Backend,
+    readonly key: MasterKey,
+    readonly keyId: string,
+    readonly config: RepoConfig,
+  ) {}
+
+  get version(): 1 | 2 {
+    return this.config.version;
+  }
+
+  static async init(be: Backend, password: string | Buffer, opts: InitOptions = {}): Promise<Repository> {
+    if (await hasConfig(be)) {
+      throw new DmctlError('repository-exists', `a repository already exists at ${be.location}`, {
+        hint: 'use it with `dmctl repo connect`, or pick another location',
+      });
+    }
+    await be.create();
+    const master = newMasterKey();
+    const keyId = await addKey(be, master, password, { username: opts.username, hostname: opts.hostname ?? os.hostname() });
+    const config = newConfig(opts.version ?? 2, opts.polynomial ?? randomPolynomial());
+    await saveConfig(be, master, config);
+    return new Repository(be, master, keyId, config);
+  }
+
+  static async open(be: Backend, password: string | Buffer, opts: OpenOptions = {}): Promise<Repository> {
+    if (!(await hasConfig(be))) throw new NoRepositoryError(be.location);
+    const { master, keyId } = await findKey(be, password, { hint: opts.keyHint });
+    const config = await loadConfig(be, master);
+    return new Repository(be, master, keyId, config);
+  }
+
+  // ---- unpacked files (index, snapshots, locks)
+
+  async loadUnpacked(type: UnpackedType, id: string): Promise<Buffer> {
+    const data = await this.backend.load(type, id);
+    return decodeUnpacked(this.key, data, this.version, `${type === 'snapshots' ? 'snapshot' : type === 'locks' ? 'lock' : 'index'} ${id.slice(0, 10)}`, id);
+  }
+
+  async saveUnpacked(type: UnpackedType, json: Buffer): Promise<string> {
+    const { id, data } = await encodeUnpacked(this.key, json, this.version);
+    await this.backend.save(type, id, data);
+    return id;
+  }
+
+  async list(type: FileType): Promise<string[]> {
+    return (await listAll(this.backend, type)).map((f) => f.name);
+  }
+
+  // ---- index
+
+  async loadIndex(progress: ProgressFn = noProgress): Promise<void> {
+    const ids = await this.list('index');
+    let done = 0;
+    await mapLimit(ids, Math.max(2, this.backend.connections), async (id) => {
+      if (this.index.files.has(id)) return;
+      const f = decodeIndex(await this.loadUnpacked('index', id), `index ${id.slice(0, 10)}`);
+      this.index.addFile(id, f);
+      progress({ phase: 'index', filesDone: ++done, filesTotal: ids.length });
+    });
+    this.indexLoaded = true;
+  }
+
+  async ensureIndex(progress?: ProgressFn): Promise<void> {
+    if (!this.indexLoaded) await this.loadIndex(progress);
+  }
+
+  // ---- blobs
+
+  /** Loads, verifies and returns a blob's plaintext. Names the pack on any damage. */
+  async loadBlob(type: BlobType, id: string): Promise<Buffer> {
+    const loc = this.index.lookup(type, id);
+    if (!loc) throw new IntegrityError(`${type} blob ${id.slice(0, 10)} is not in the index`, { hint: 'run `dmctl check`' });
+    return this.loadBlobAt(id, loc);
+  }
+
+  async loadBlobAt(id: string, loc: BlobLocation): Promise<Buffer> {
+    let raw: Buffer;
+    try {
+      raw = await this.backend.load('data', loc.packId, loc.offset, loc.length);
+    } catch (err) {
+      if (err instanceof DmctlError && (err.code === 'storage-not-found' || err.code === 'storage-other')) {
+        throw new IntegrityError(`pack ${loc.packId.slice(0, 10)} holding ${loc.type} blob ${id.slice(0, 10)}: ${err.message}`, {
+          cause: err,
+          hint: 'the pack is missing or truncated; run `dmctl check --read-data`',
+        });
+      }
+      throw err;
+    }
+    return this.decodeBlob(id, loc, raw);
+  }
+
+  /** Decrypts (and decompresses) an encrypted blob read from a pack and checks its hash. */
+  async decodeBlob(id: string, loc: BlobLocation, raw: Buffer): Promise<Buffer> {
+    const what = `${loc.type} blob ${id.slice(0, 10)} in pack ${loc.packId.slice(0, 10)}`;
+    let plain = open(this.key, raw, what);
+    if (loc.uncompressedLength) {
+      plain = await decompress(plain, what);
+      if (plain.length !== loc.uncompressedLength) throw new IntegrityError(`${what}: decompressed size ${plain.length} != ${loc.uncompressedLength}`);
+    }
+    if (sha256hex(plain) !== id) throw new IntegrityError(`${what}: content does not match its ID`);
+    return plain;
+  }
+
+  newWriter(opts: WriterOptions = {}): BlobWriter {
+    return new BlobWriter(this, opts);
+  }
+
+  // ---- snapshots (raw JSON; src/repository/snapshot.ts decodes)
+
+  async listSnapshotFiles(): Promise<string[]> {
+    return this.list('snapshots');
+  }
+
+  async loadSnapshotJson(id: string): Promise<Buffer> {
+    return this.loadUnpacked('snapshots', id);
+  }
+}
+
+export interface WriterOptions {
+  compression?: Compression;
+  packSize?: number;
+  /** Uploads in flight at most. */
+  uploads?: number;
+  progress?: ProgressFn;
+}
+
+export interface WriterStats {
+  dataBlobs: number;
+  treeBlobs: number;
+  /** Plaintext bytes of new blobs. */
+  dataAdded: number;
+  /** Bytes of new blobs as stored (compressed + encrypted), packs' headers excluded. */
+  dataAddedPacked: number;
+  packs: number;
+  indexFiles: string[];
+}
+
+/**
+ * Writes new blobs into packs (one packer per blob type), uploads finished packs with bounded
+ * concurrency, adds them to the master index once stored, and writes index files. Order of
+ * durability: packs → index files (flush) → caller writes the snapshot.
+ */
+export class BlobWriter {
+  private packers: Partial<Record<BlobType, PackBuilder>> = {};
+  private pending: Record<BlobType, Set<string>> = { data: new Set(), tree: new Set() };
+  private inFlight = new Set<Promise<void>>();
+  private unindexed: IndexPack[] = [];
+  private unindexedBlobs = 0;
+  private failure: unknown;
+  private indexWrite: Promise<void> = Promise.resolve();
+  readonly stats: WriterStats = { dataBlobs: 0, treeBlobs: 0, dataAdded: 0, dataAddedPacked: 0, packs: 0, indexFiles: [] };
+  private readonly packSize: number;
+  private readonly maxUploads: number;
+  private readonly compression: Compression;
+
+  constructor(
+    private readonly repo: Repository,
+    opts: WriterOptions,
+  ) {
+    this.packSize = opts.packSize ?? DEFAULT_PACK_SIZE;
+    this.maxUploads = opts.uploads ?? Math.max(2, Math.min(repo.backend.connections, 8));
+    this.compression = repo.version === 1 ? 'off' : (opts.compression ?? 'auto');
+  }
+
+  /** True if this blob is already stored or accepted for storing. */
+  has(type: BlobType, id: string): boolean {
+    return this.repo.index.has(type, id) || this.pending[type].has(id);
+  }
+
+  /**
+   * Stores a blob unless it exists. Returns true when it was new. Resolves once the blob is in a
+   * packer (not yet uploaded); awaits upload slots, which gives back-pressure to the caller.
+   */
+  async save(type: BlobType, id: string, plain: Buffer): Promise<boolean> {
+    if (this.failure) throw this.failure;
+    if (this.has(type, id)) return false;
+    this.pending[type].add(id);
+    let payload: Buffer = plain;
+    let ulen = 0;
+    const mustCompress = this.repo.version === 2 && (type === 'tree' || this.compression !== 'off');
+    if (mustCompress && plain.length > 0) {
+      payload = await compress(plain, this.compression === 'max' ? 19 : undefined);
+      ulen = plain.length;
+    }
+    const sealed = seal(this.repo.key, payload);
+    let p = this.packers[type];
+    if (!p) p = this.packers[type] = new PackBuilder(type);
+    p.add(id, sealed, ulen);
+    if (type === 'data') {
+      this.stats.dataBlobs++;
+    } else this.stats.treeBlobs++;
+    this.stats.dataAdded += plain.length;
+    this.stats.dataAddedPacked += sealed.length;
+    if (p.size + p.headerSize() >= this.packSize) {
+      this.packers[type] = undefined;
+      await this.upload(p);
+    }
+    return true;
+  }
+
+  private async upload(p: PackBuilder): Promise<void> {
+    while (this.inFlight.size >= this.maxUploads) await Promise.race(this.inFlight);
+    if (this.failure) throw this.failure;
+    const { id, data, blobs } = p.finish(this.repo.key);
+    const task = this.repo.backend.save('data', id, data).then(
+      () => {
+        this.repo.index.addPack(id, blobs);
+        for (const b of blobs) this.pending[b.type].delete(b.id);
+        this.unindexed.push({ id, blobs });
+        this.unindexedBlobs += blobs.length;
+        this.stats.packs++;
+        if (this.unindexedBlobs >= INDEX_FULL_BLOBS) this.queueIndexWrite();
+      },
+      (err) => {
+        this.failure ??= err;
+      },
+    );
+    const tracked = task.finally(() => this.inFlight.delete(tracked));
+    this.inFlight.add(tracked);
+  }
+
+  private queueIndexWrite(): void {
+    const packs = this.unindexed;
+    this.unindexed = [];
+    this.unindexedBlobs = 0;
+    if (!packs.length) return;
+    this.indexWrite = this.indexWrite.then(async () => {
+      const id = await this.repo.saveUnpacked('index', encodeIndex({ packs }));
+      this.stats.indexFiles.push(id);
+      this.repo.index.files.add(id);
+    });
+  }
+
+  /** Finishes open packs, waits for every upload, writes the index file(s). */
+  async flush(): Promise<WriterStats> {
+    for (const t of ['data', 'tree'] as const) {
+      const p = this.packers[t];
+      if (p && p.count) {
+        this.packers[t] = undefined;
+        await this.upload(p);
+      }
+    }
+    await Promise.all(this.inFlight);
+    if (this.failure) throw this.failure;
+    this.queueIndexWrite();
+    await this.indexWrite;
+    return this.stats;
+  }
+}
+
