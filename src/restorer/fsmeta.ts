@@ -1,0 +1,197 @@
+// Node metadata → file system, for restore: owner (when root), mode, extended attributes and
+// times (last, since everything else may touch them), plus creation of fifos and device nodes,
+// which Node.js cannot make itself (coreutils mkfifo/mknod are spawned).
+
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmod, lchown, link, lutimes, open, rename, unlink, utimes } from 'node:fs/promises';
+import * as xattr from '@napi-rs/xattr';
+import { DmctlError, TargetError, describeSystemError } from '../core/errors.js';
+import { withStringPath } from '../archiver/fsnode.js';
+import { toUnixSecondsFloat } from '../repository/gotime.js';
+import { goQuote } from '../repository/goquote.js';
+import { posixMode, type Node } from '../repository/tree.js';
+
+export interface ApplyMetadataOptions {
+  /** Restore uid/gid (only effective when running as root, like restic). */
+  owner: boolean;
+}
+
+const O_PATH = 0o10000000;
+const O_DIRECTORY = 0o200000;
+
+function shown(path: Buffer): string {
+  return goQuote(path);
+}
+
+function targetError(what: string, path: Buffer, err: unknown): TargetError {
+  return new TargetError(`${what} ${shown(path)}: ${describeSystemError(err)}`, { cause: err });
+}
+
+function splitParent(path: Buffer): { dir: Buffer; base: Buffer } {
+  const slash = path.lastIndexOf(0x2f);
+  if (slash < 0) return { dir: Buffer.from('.'), base: path };
+  return { dir: slash === 0 ? Buffer.from('/') : path.subarray(0, slash), base: path.subarray(slash + 1) };
+}
+
+function tmpName(): string {
+  return `.dmctl-tmp-${randomBytes(8).toString('hex')}`;
+}
+
+async function setXattrs(path: Buffer, node: Node): Promise<void> {
+  const attrs = node.extendedAttributes ?? [];
+  if (attrs.length === 0) return;
+  const apply = async (p: string): Promise<true> => {
+    for (const a of attrs) await xattr.setAttribute(p, a.name, a.value);
+    return true;
+  };
+  const done = await withStringPath(path, node.type === 'dir', apply);
+  if (done) return;
+  // A non-directory whose own name is not UTF-8: the xattr library cannot name it, so give it a
+  // temporary UTF-8 name in the same directory for the duration (we own restore targets).
+  const { dir } = splitParent(path);
+  const tmp = Buffer.concat([dir, Buffer.from('/' + tmpName())]);
+  await rename(path, tmp);
+  try {
+    await apply(tmp.toString('utf8'));
+  } finally {
+    await rename(tmp, path);
+  }
+}
+
+/**
+ * Restores a node's metadata on an existing path: lchown (when `owner` and running as root),
+ * chmod (not for symlinks), extended attributes, then atime/mtime last. Every step is attempted;
+ * the first failure is thrown afterwards as a TargetError.
+ */
+export async function applyMetadata(path: Buffer, node: Node, opts: ApplyMetadataOptions): Promise<void> {
+  let first: TargetError | undefined;
+  const note = (e: TargetError): void => {
+    first ??= e;
+  };
+
+  if (opts.owner && typeof process.geteuid === 'function' && process.geteuid() === 0) {
+    try {
+      await lchown(path, node.uid, node.gid);
+    } catch (err) {
+      note(targetError('cannot change owner of', path, err));
+    }
+  }
+
+  if (node.type !== 'symlink') {
+    try {
+      await chmod(path, posixMode(node.mode));
+    } catch (err) {
+      note(targetError('cannot change mode of', path, err));
+    }
+  }
+
+  if (node.type !== 'symlink') {
+    try {
+      await setXattrs(path, node);
+    } catch (err) {
+      note(targetError('cannot set extended attributes on', path, err));
+    }
+  }
+
+  // fs.utimes/lutimes take float seconds: for current dates a double keeps ~0.2 µs, so the last
+  // nanosecond digits restic stored are not reproduced exactly (libuv converts back to timespec).
+  try {
+    const atime = toUnixSecondsFloat(node.atime);
+    const mtime = toUnixSecondsFloat(node.mtime);
+    if (node.type === 'symlink') await lutimes(path, atime, mtime);
+    else await utimes(path, atime, mtime);
+  } catch (err) {
+    note(targetError('cannot set times of', path, err));
+  }
+
+  if (first) throw first;
+}
+
+/** Linux st_rdev → [major, minor] (glibc's gnu_dev_major/minor encoding). */
+export function splitDevice(rdev: bigint): [bigint, bigint] {
+  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
+  const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+  return [major, minor];
+}
+
+/** [major, minor] → Linux st_rdev. */
+export function makeDevice(major: bigint, minor: bigint): bigint {
+  return (
+    ((major & 0xfffn) << 8n) |
+    ((major & ~0xfffn) << 32n) |
+    (minor & 0xffn) |
+    ((minor & ~0xffn) << 12n)
+  );
+}
+
+function run(cmd: string, args: string[], extraFd?: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const stdio: Array<'ignore' | 'pipe' | number> = ['ignore', 'ignore', 'pipe'];
+    if (extraFd !== undefined) stdio.push(extraFd);
+    const child = spawn(cmd, args, { stdio });
+    let stderr = '';
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (d: string) => {
+      if (stderr.length < 2000) stderr += d;
+    });
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      if (code === 0) resolve();
+      else reject(new Error(stderr.trim().split('\n').pop() || `${cmd} exited with ${code ?? signal}`));
+    });
+  });
+}
+
+/**
+ * Creates a fifo or device node for `node` at `path` with mode 0600 (applyMetadata sets the real
+ * mode afterwards). Sockets are skipped like restic does. Fails if `path` exists.
+ */
+export async function makeSpecial(path: Buffer, node: Node): Promise<void> {
+  let args: string[];
+  let cmd: string;
+  switch (node.type) {
+    case 'fifo':
+      cmd = 'mkfifo';
+      args = ['-m', '600'];
+      break;
+    case 'dev':
+    case 'chardev': {
+      const [major, minor] = splitDevice(node.device ?? 0n);
+      cmd = 'mknod';
+      args = ['-m', '600', '', node.type === 'dev' ? 'b' : 'c', major.toString(), minor.toString()];
+      break;
+    }
+    case 'socket':
+      return;
+    default:
+      throw new DmctlError('not-special', `${node.type} is not a fifo or device node`, { hint: 'this is a bug in dmctl: please report it' });
+  }
+  const withPath = (p: string): string[] => (cmd === 'mknod' ? [...args.slice(0, 2), p, ...args.slice(3)] : [...args, p]);
+  try {
+    if (Buffer.from(path.toString('utf8'), 'utf8').equals(path)) {
+      await run(cmd, withPath(path.toString('utf8')));
+      return;
+    }
+    // Child processes take string arguments only: create under a temporary UTF-8 name inside the
+    // target directory (reached through an inherited fd), then hard-link it to the real byte name
+    // (link fails if that exists) and drop the temporary name.
+    const { dir } = splitParent(path);
+    const tmp = tmpName();
+    const fh = await open(dir, O_PATH | O_DIRECTORY);
+    try {
+      await run(cmd, withPath(`/proc/self/fd/3/${tmp}`), fh.fd);
+    } finally {
+      await fh.close();
+    }
+    const tmpPath = Buffer.concat([dir, Buffer.from('/' + tmp)]);
+    try {
+      await link(tmpPath, path);
+    } finally {
+      await unlink(tmpPath);
+    }
+  } catch (err) {
+    if (err instanceof DmctlError) throw err;
+    throw targetError(`cannot create ${node.type}`, path, err);
+  }
+}
