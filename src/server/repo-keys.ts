@@ -1,40 +1,14 @@
 // Repository key files for server users: `users add U` creates a key file that opens the master key with U's
 // password, `users remove` deletes it, `users set` replaces it. The server holds the repository password only
-// for this (and to report the repository id). The key-file module belongs to the repository layer; it is
-// loaded lazily so the server runs (without key management) even where that module is unavailable.
+// for this and to report the repository id; requests only ever move ciphertext.
 import type { Backend } from '../storage/backend.js';
-import { DmctlError } from '../core/errors.js';
-
-export interface MasterKeyLike {
-  encrypt: Buffer;
-  macK: Buffer;
-  macR: Buffer;
-}
-
-interface KeyFileModule {
-  addKey(be: Backend, master: MasterKeyLike, password: string | Buffer, opts?: { username?: string; hostname?: string }): Promise<string>;
-  findKey(be: Backend, password: string | Buffer, opts?: { hint?: string }): Promise<{ master: MasterKeyLike; keyId: string }>;
-  removeKey(be: Backend, keyId: string): Promise<void>;
-}
-
-let modPromise: Promise<KeyFileModule> | undefined;
-
-async function keyFileModule(): Promise<KeyFileModule> {
-  // A computed specifier keeps the compiler from requiring the module at build time.
-  const spec = '../repository/key-file.js';
-  modPromise ??= import(spec).then(
-    (m) => m as KeyFileModule,
-    (err) => {
-      modPromise = undefined;
-      throw new DmctlError('key-file-unavailable', 'repository key management is not available in this build', { cause: err });
-    },
-  );
-  return modPromise;
-}
+import type { MasterKey } from '../repository/crypto.js';
+import { addKey as addKeyFile, findKey, listKeys, removeKey as removeKeyFile, tryKey } from '../repository/key-file.js';
+import { loadConfig } from '../repository/config-file.js';
 
 /** Manages per-user key files with the repository password held by the server. */
 export class RepoKeyManager {
-  private master?: MasterKeyLike;
+  private own?: { master: MasterKey; keyId: string };
 
   constructor(
     private readonly be: Backend,
@@ -42,52 +16,52 @@ export class RepoKeyManager {
     private readonly hostname = 'dmctl-server',
   ) {}
 
-  private async masterKey(): Promise<MasterKeyLike> {
-    if (!this.master) {
-      const m = await keyFileModule();
-      this.master = (await m.findKey(this.be, this.repoPassword)).master;
-    }
-    return this.master;
+  private async ownKey(): Promise<{ master: MasterKey; keyId: string }> {
+    this.own ??= await findKey(this.be, this.repoPassword, { all: true });
+    return this.own;
   }
 
-  /** Adds a key file for `password` unless one already opens the repository with it; returns its id. */
+  /** The repository id from the config file. */
+  async repositoryId(): Promise<string> {
+    return (await loadConfig(this.be, (await this.ownKey()).master)).id;
+  }
+
+  /** The key file of `user` that `password` opens, looking only at key files written for that user name. */
+  async findUserKey(user: string, password: string): Promise<string | undefined> {
+    const own = await this.ownKey();
+    for (const k of await listKeys(this.be)) {
+      if (k.username !== user || k.id === own.keyId) continue;
+      try {
+        if (await tryKey(this.be, k.id, password)) return k.id;
+      } catch {
+        // a damaged or vanished key file is not ours to judge here
+      }
+    }
+    return undefined;
+  }
+
+  /** Returns the key file of `user` opened by `password`, adding one when there is none. */
   async ensureKey(user: string, password: string, host?: string): Promise<string> {
-    const m = await keyFileModule();
-    const master = await this.masterKey();
-    try {
-      const found = await m.findKey(this.be, password);
-      return found.keyId;
-    } catch (err) {
-      if ((err as DmctlError)?.code !== 'wrong-password') throw err;
-    }
-    return m.addKey(this.be, master, password, { username: user, hostname: host ?? this.hostname });
+    return (await this.findUserKey(user, password)) ?? this.addKey(user, password, host);
   }
 
-  /** Adds a new key file for `password` (always a new one); returns its id. */
+  /** Adds a new key file for `password`; returns its id. */
   async addKey(user: string, password: string, host?: string): Promise<string> {
-    const m = await keyFileModule();
-    const master = await this.masterKey();
-    return m.addKey(this.be, master, password, { username: user, hostname: host ?? this.hostname });
+    const own = await this.ownKey();
+    return addKeyFile(this.be, own.master, password, { username: user, hostname: host ?? this.hostname });
   }
 
-  /** Removes a key file, never the one that opens the repository with the server's own password. */
+  /** Removes a key file, never the one the server's own password opens. */
   async removeKey(keyId: string): Promise<void> {
-    const m = await keyFileModule();
-    const own = await m.findKey(this.be, this.repoPassword);
+    const own = await this.ownKey();
     if (own.keyId === keyId) return;
-    await m.removeKey(this.be, keyId);
+    await removeKeyFile(this.be, keyId);
   }
 
-  /** Removes the key file that `password` opens (if any and if it is not the server's own). */
-  async removeKeyFor(password: string): Promise<string | undefined> {
-    const m = await keyFileModule();
-    try {
-      const found = await m.findKey(this.be, password);
-      await this.removeKey(found.keyId);
-      return found.keyId;
-    } catch (err) {
-      if ((err as DmctlError)?.code === 'wrong-password') return undefined;
-      throw err;
-    }
+  /** Removes the key file of `user` that `password` opens, if any; returns its id. */
+  async removeKeyFor(user: string, password: string): Promise<string | undefined> {
+    const id = await this.findUserKey(user, password);
+    if (id) await this.removeKey(id);
+    return id;
   }
 }

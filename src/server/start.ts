@@ -75,7 +75,7 @@ export async function startServer(s: ServerSettings, o: StartOptions = {}): Prom
     ? async (ch: CredentialsChange) => {
         for (const c of [...ch.removed, ...ch.changed.map((x) => x.before)]) {
           try {
-            const id = await keys.removeKeyFor(c.password);
+            const id = await keys.removeKeyFor(c.user, c.password);
             if (id) log({ level: 'info', msg: 'removed key file of client', client: c.clientId, user: c.user, keyId: id });
           } catch (err) {
             log({ level: 'warn', msg: 'cannot remove key file of client', client: c.clientId, error: (err as Error).message });
@@ -140,6 +140,7 @@ export async function startServer(s: ServerSettings, o: StartOptions = {}): Prom
     log,
     admin: {
       refresh,
+      repositoryId: keys ? () => keys.repositoryId() : undefined,
       addUser: usersFile
         ? async (name, role, password) => {
             const r = await addUser({ usersFile, name, role, password, keys });

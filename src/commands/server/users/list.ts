@@ -1,0 +1,48 @@
+import { Command, Flags } from '@oclif/core';
+import { DmctlError } from '../../../core/errors.js';
+import { runUsersCommand } from '../../../server/users-cli.js';
+import type { UserInfo } from '../../../server/users.js';
+
+export default class ServerUsersList extends Command {
+  static override enableJsonFlag = true;
+  static override summary = 'List server users and their roles.';
+  static override description = 'From the users file, or from a running server (which also shows users from the credentials folder and secrets).';
+  static override examples = ['<%= config.bin %> server users list --users-file users.json', '<%= config.bin %> server users list --server https://127.0.0.1:8000/ --json'];
+  static override flags = {
+    'users-file': Flags.string({ summary: 'Users file to edit directly (default DM_SERVER_USERS_FILE).', helpValue: 'FILE', exclusive: ['server'] }),
+    server: Flags.string({ summary: 'Edit a running server through its admin API instead (default DM_SERVER_URL).', helpValue: 'URL' }),
+    'server-cert-fingerprint': Flags.string({ summary: 'Pin: hex SHA-256 of the server certificate.', helpValue: 'HEX' }),
+    cacert: Flags.string({ summary: 'PEM CA file to verify the server certificate.', helpValue: 'FILE' }),
+    'admin-user': Flags.string({ summary: 'Admin (full) user for --server (default DM_SERVER_USER).', helpValue: 'USER' }),
+    'admin-password-file': Flags.string({ summary: 'File holding the admin password (default DM_SERVER_PASSWORD_FILE).', helpValue: 'FILE' }),
+  };
+
+  async run(): Promise<UserInfo | UserInfo[]> {
+    const { flags } = await this.parse(ServerUsersList);
+    try {
+      const out = await runUsersCommand({
+        action: 'list',
+        name: undefined,
+        role: undefined,
+        passwordFile: undefined,
+        usersFile: flags['users-file'],
+        server: flags.server,
+        fingerprint: flags['server-cert-fingerprint'],
+        cacert: flags.cacert,
+        adminUser: flags['admin-user'],
+        adminPasswordFile: flags['admin-password-file'],
+        repo: undefined,
+        repoPasswordFile: undefined,
+      });
+      if (!this.jsonEnabled()) {
+        const list = out as UserInfo[];
+        if (!list.length) this.log('no users');
+        for (const u of list) this.log(`${u.name.padEnd(24)} ${u.role.padEnd(7)} ${u.source.padEnd(12)} ${u.keyId ? u.keyId.slice(0, 10) : '-'}`);
+      }
+      return out;
+    } catch (err) {
+      if (err instanceof DmctlError) this.error(err.message + (err.hint ? `\nhint: ${err.hint}` : ''), { exit: err.exitCode });
+      throw err;
+    }
+  }
+}
