@@ -97,10 +97,39 @@ const MAX_DATE_MS = 8.64e15;
 
 /** The process's local zone offset (seconds east of UTC) at the given instant, as restic's time.Local gives it. */
 export function localOffsetAt(unixSec: number): number {
-  const ms = Math.min(MAX_DATE_MS, Math.max(-MAX_DATE_MS, unixSec * 1000));
-  const minutes = new Date(ms).getTimezoneOffset();
-  const off = Math.round(-minutes * 60);
+  const ms = Math.min(MAX_DATE_MS, Math.max(-MAX_DATE_MS, Math.floor(unixSec) * 1000));
+  // getTimezoneOffset() is fast but rounds to whole minutes; before 1980 some zones used local
+  // mean time with second offsets (Berlin +00:53:28 until 1893), which Go keeps, so ask Intl there.
+  const off = ms < OLD_ZONE_LIMIT_MS ? exactOffsetAt(ms) : Math.round(-new Date(ms).getTimezoneOffset() * 60);
   return off === 0 ? 0 : off; // no -0
+}
+
+const OLD_ZONE_LIMIT_MS = 315_532_800_000; // 1980-01-01T00:00:00Z
+let wallFormatter: { tz: string | undefined; fmt: Intl.DateTimeFormat } | undefined;
+
+function exactOffsetAt(ms: number): number {
+  const tz = process.env.TZ;
+  if (!wallFormatter || wallFormatter.tz !== tz) {
+    wallFormatter = {
+      tz,
+      fmt: new Intl.DateTimeFormat('en-US', {
+        hourCycle: 'h23', era: 'short', year: 'numeric', month: 'numeric', day: 'numeric',
+        hour: 'numeric', minute: 'numeric', second: 'numeric',
+      }),
+    };
+  }
+  try {
+    const p: Record<string, string> = {};
+    for (const part of wallFormatter.fmt.formatToParts(new Date(ms))) p[part.type] = part.value;
+    let year = Number(p.year);
+    if (p.era === 'BC' || p.era === 'B') year = 1 - year;
+    const wall = daysFromCivil(year, Number(p.month), Number(p.day)) * SEC_PER_DAY + Number(p.hour) * 3600 + Number(p.minute) * 60 + Number(p.second);
+    const off = wall - Math.floor(ms / 1000);
+    if (Number.isFinite(off) && Math.abs(off) < 26 * 3600) return off;
+  } catch {
+    // fall through to the minute-precision offset
+  }
+  return Math.round(-new Date(ms).getTimezoneOffset() * 60);
 }
 
 /**
@@ -123,7 +152,7 @@ export function goTimeFromStat(sec: bigint, nsec: bigint, offsetSec?: number): G
 
 /** A GoTime from nanoseconds since the epoch (e.g. `BigIntStats.mtimeNs`). */
 export function goTimeFromUnixNs(ns: bigint, offsetSec?: number): GoTime {
-  return goTimeFromStat(ns, 0n, offsetSec);
+  return goTimeFromStat(0n, ns, offsetSec);
 }
 
 /** Nanoseconds since the epoch. */
