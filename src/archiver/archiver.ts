@@ -1,0 +1,412 @@
+// Backup of files and directories into a snapshot, the way restic 0.14 lays it out (reference §10):
+// the root tree mirrors the target paths as given (absolute targets from "/"), intermediate
+// directories carry their real metadata, each directory becomes a tree blob written bottom-up.
+import { promises as fsp, constants as fsc, BigIntStats } from 'node:fs';
+import path from 'node:path';
+import os from 'node:os';
+import { minimatch } from 'minimatch';
+import { DmctlError, UsageError, describeSystemError } from '../core/errors.js';
+import { Semaphore, mapLimit } from '../core/limit.js';
+import { ProgressFn, noProgress } from '../core/progress.js';
+import { Repository, BlobWriter, WriterStats, Compression } from '../repository/repository.js';
+import { Node, encodeTree, decodeTree } from '../repository/tree.js';
+import { Snapshot, encodeSnapshot } from '../repository/snapshot.js';
+import { GoTime, nowGoTime, formatGoTime as formatTime } from '../repository/gotime.js';
+import { sha256hex } from '../repository/crypto.js';
+import { nodeFromStat } from './fsnode.js';
+import { saveFile } from './file-saver.js';
+import { RepoLock } from '../repository/lock.js';
+import { findParentSnapshot, SnapshotEntry, loadSnapshot } from '../repository/snapshots.js';
+import { currentUsername } from '../repository/key-file.js';
+
+export interface BackupOptions {
+  paths: string[];
+  tags?: string[];
+  host?: string;
+  excludes?: string[];
+  /** Snapshot ID to use as parent; undefined = latest matching; null = none (--force). */
+  parent?: string | null;
+  withAtime?: boolean;
+  ignoreInode?: boolean;
+  compression?: Compression;
+  time?: GoTime;
+  dryRun?: boolean;
+  progress?: ProgressFn;
+  /** Files opened at once. */
+  fileConcurrency?: number;
+  retryLockMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface BackupSummary {
+  snapshotId: string;
+  shortId: string;
+  parent?: string;
+  time: string;
+  paths: string[];
+  filesNew: number;
+  filesChanged: number;
+  filesUnmodified: number;
+  dirsNew: number;
+  dirsChanged: number;
+  dirsUnmodified: number;
+  totalFilesProcessed: number;
+  totalBytesProcessed: number;
+  dataBlobs: number;
+  treeBlobs: number;
+  dataAdded: number;
+  dataAddedPacked: number;
+  packs: number;
+  durationMs: number;
+  errors: { path: string; message: string }[];
+}
+
+interface Counters {
+  filesNew: number;
+  filesChanged: number;
+  filesUnmodified: number;
+  dirsNew: number;
+  dirsChanged: number;
+  dirsUnmodified: number;
+  files: number;
+  bytes: number;
+}
+
+/** One level of the target trie: real directory `fsPath` whose listed `children` are targets or prefixes. */
+interface TrieNode {
+  name: Buffer;
+  fsPath: string;
+  /** This node is itself a backup target (whole subtree). */
+  target: boolean;
+  children: Map<string, TrieNode>;
+}
+
+function components(p: string): string[] {
+  return p.split('/').filter((c) => c && c !== '.');
+}
+
+/** Builds restic's layout: absolute targets from "/", relative ones from the working directory. */
+function buildTrie(targets: string[]): TrieNode {
+  const root: TrieNode = { name: Buffer.alloc(0), fsPath: '/', target: false, children: new Map() };
+  for (const t of targets) {
+    const clean = path.normalize(t);
+    const abs = path.isAbsolute(clean);
+    const comps = components(clean);
+    let node = root;
+    let cur = abs ? '/' : '.';
+    if (comps.length === 0) {
+      node.target = true;
+      node.fsPath = abs ? '/' : clean;
+      continue;
+    }
+    for (const c of comps) {
+      cur = cur === '.' ? c : path.join(cur, c);
+      let next = node.children.get(c);
+      if (!next) {
+        next = { name: Buffer.from(c), fsPath: cur, target: false, children: new Map() };
+        node.children.set(c, next);
+      }
+      node = next;
+    }
+    node.target = true;
+  }
+  return root;
+}
+
+export class Archiver {
+  private readonly writer: BlobWriter;
+  private readonly fileSem: Semaphore;
+  private readonly progress: ProgressFn;
+  private readonly counters: Counters = { filesNew: 0, filesChanged: 0, filesUnmodified: 0, dirsNew: 0, dirsChanged: 0, dirsUnmodified: 0, files: 0, bytes: 0 };
+  readonly errors: { path: string; message: string }[] = [];
+  private readonly excludes: string[];
+  private readonly hardlinks = new Map<string, Promise<{ content: string[]; size: number }>>();
+  private readonly parentTrees = new Map<string, Promise<Node[]>>();
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly opts: BackupOptions,
+  ) {
+    this.writer = repo.newWriter({ compression: opts.compression });
+    this.fileSem = new Semaphore(opts.fileConcurrency ?? 16);
+    this.progress = opts.progress ?? noProgress;
+    this.excludes = opts.excludes ?? [];
+  }
+
+  private report(item?: string): void {
+    this.progress({ phase: 'backup', item, filesDone: this.counters.files, bytesDone: this.counters.bytes });
+  }
+
+  private warn(p: string, err: unknown): void {
+    const message = err instanceof DmctlError ? err.message : describeSystemError(err);
+    this.errors.push({ path: p, message });
+    this.progress({ phase: 'backup', warning: `${p}: ${message}` });
+  }
+
+  private excluded(p: string, isDir: boolean): boolean {
+    if (!this.excludes.length) return false;
+    const base = path.basename(p);
+    for (const pat of this.excludes) {
+      const anchored = pat.startsWith('/');
+      const target = anchored ? p : undefined;
+      if (target && (minimatch(target, pat, { dot: true }) || minimatch(target, pat.replace(/\/$/, ''), { dot: true }))) return true;
+      if (!anchored) {
+        if (minimatch(base, pat, { dot: true })) return true;
+        if (pat.includes('/') && minimatch(p, `**/${pat.replace(/\/$/, '')}`, { dot: true })) return true;
+      }
+      if (isDir && pat.endsWith('/') && minimatch(base, pat.slice(0, -1), { dot: true })) return true;
+    }
+    return false;
+  }
+
+  private async parentChildren(subtree: string | undefined): Promise<Map<string, Node> | undefined> {
+    if (!subtree) return undefined;
+    let p = this.parentTrees.get(subtree);
+    if (!p) {
+      p = this.repo.loadBlob('tree', subtree).then((b) => decodeTree(b)).catch(() => []);
+      this.parentTrees.set(subtree, p);
+    }
+    const nodes = await p;
+    this.parentTrees.delete(subtree);
+    const m = new Map<string, Node>();
+    for (const n of nodes) m.set(n.name.toString('latin1'), n);
+    return m;
+  }
+
+  private unchanged(node: Node, old: Node | undefined): boolean {
+    if (!old || old.type !== 'file' || !old.content) return false;
+    if (old.mtime.unixSec !== node.mtime.unixSec || old.mtime.nsec !== node.mtime.nsec) return false;
+    if ((old.size ?? 0n) !== (node.size ?? 0n)) return false;
+    if (!this.opts.ignoreInode) {
+      if (old.ctime.unixSec !== node.ctime.unixSec || old.ctime.nsec !== node.ctime.nsec) return false;
+      if ((old.inode ?? 0n) !== (node.inode ?? 0n)) return false;
+    }
+    for (const id of old.content) if (!this.writer.has('data', id)) return false;
+    return true;
+  }
+
+  private async saveRegular(fsPath: string, node: Node, st: BigIntStats, old: Node | undefined): Promise<void> {
+    if (this.unchanged(node, old)) {
+      node.content = old!.content;
+      this.counters.filesUnmodified++;
+      this.counters.files++;
+      this.counters.bytes += Number(st.size);
+      this.report();
+      return;
+    }
+    const hlKey = st.nlink > 1n ? `${st.dev}:${st.ino}` : undefined;
+    const run = async () => {
+      await this.fileSem.acquire();
+      let fh: fsp.FileHandle | undefined;
+      try {
+        fh = await fsp.open(fsPath, fsc.O_RDONLY | fsc.O_NOFOLLOW | (fsc.O_NOATIME ?? 0)).catch(() => fsp.open(fsPath, fsc.O_RDONLY | fsc.O_NOFOLLOW));
+        const saved = await saveFile(this.writer, this.repo.config.chunkerPolynomial, fh, Number(st.size), (n) => {
+          this.counters.bytes += n;
+        });
+        return { content: saved.content, size: saved.size };
+      } finally {
+        await fh?.close().catch(() => {});
+        this.fileSem.release();
+      }
+    };
+    let p: Promise<{ content: string[]; size: number }>;
+    if (hlKey) {
+      const known = this.hardlinks.get(hlKey);
+      if (known) p = known;
+      else {
+        p = run();
+        this.hardlinks.set(hlKey, p);
+      }
+    } else p = run();
+    const { content, size } = await p;
+    node.content = content;
+    node.size = BigInt(size);
+    if (old) this.counters.filesChanged++;
+    else this.counters.filesNew++;
+    this.counters.files++;
+    this.report();
+  }
+
+  /** Archives a directory's entries; returns the tree ID. */
+  private async saveDir(fsPath: string, old: Map<string, Node> | undefined, extra?: Map<string, TrieNode>): Promise<string> {
+    let names: Buffer[];
+    try {
+      names = await fsp.readdir(fsPath, { encoding: 'buffer' });
+    } catch (err) {
+      this.warn(fsPath, err);
+      names = [];
+    }
+    const nodes: Node[] = [];
+    const subdirs: { name: Buffer; full: string; st: BigIntStats }[] = [];
+    await mapLimit(names, 16, async (name) => {
+      const full = Buffer.concat([Buffer.from(fsPath === '/' ? '' : fsPath), Buffer.from('/'), name]);
+      const fullStr = full.toString('latin1');
+      let st: BigIntStats;
+      try {
+        st = await fsp.lstat(full, { bigint: true });
+      } catch (err) {
+        this.warn(full.toString(), err);
+        return;
+      }
+      if (this.excluded(full.toString(), st.isDirectory())) return;
+      if (st.isSocket()) return; // restic skips sockets
+      const node = await nodeFromStat(name, full, st, { withAtime: this.opts.withAtime });
+      if (st.isDirectory()) {
+        subdirs.push({ name, full: fullStr, st });
+        nodes.push(node);
+        return;
+      }
+      nodes.push(node);
+      if (st.isFile()) {
+        try {
+          await this.saveRegular(fullStr, node, st, old?.get(name.toString('latin1')));
+        } catch (err) {
+          // Repository and storage failures end the backup; an unreadable source file is skipped
+          // with a warning (exit code 3, like restic).
+          if (err instanceof DmctlError) throw err;
+          this.warn(full.toString(), err);
+          nodes.splice(nodes.indexOf(node), 1);
+        }
+      }
+    });
+    // Sub-directories: depth-first with a small fan-out, so memory follows depth, not size.
+    const byName = new Map<string, Node>();
+    for (const n of nodes) byName.set(n.name.toString('latin1'), n);
+    await mapLimit(subdirs, 2, async (d) => {
+      const key = d.name.toString('latin1');
+      const node = byName.get(key)!;
+      const oldNode = old?.get(key);
+      const oldChildren = oldNode?.type === 'dir' ? await this.parentChildren(oldNode.subtree) : undefined;
+      node.subtree = await this.saveDir(d.full, oldChildren);
+      if (!oldNode) this.counters.dirsNew++;
+      else if (oldNode.subtree === node.subtree) this.counters.dirsUnmodified++;
+      else this.counters.dirsChanged++;
+    });
+    if (extra) for (const [, t] of extra) if (!byName.has(t.name.toString('latin1'))) nodes.push(await this.saveTrieNode(t, old));
+    return this.saveTree(nodes);
+  }
+
+  private async saveTree(nodes: Node[]): Promise<string> {
+    const buf = encodeTree(nodes);
+    const id = sha256hex(buf);
+    await this.writer.save('tree', id, buf);
+    return id;
+  }
+
+  /** A node of the target trie: a target (archived whole) or a prefix directory (only listed children). */
+  private async saveTrieNode(t: TrieNode, oldSiblings: Map<string, Node> | undefined): Promise<Node> {
+    const key = t.name.toString('latin1');
+    const oldNode = oldSiblings?.get(key);
+    let st: BigIntStats;
+    try {
+      st = await fsp.lstat(t.fsPath, { bigint: true });
+    } catch (err) {
+      throw new UsageError(`cannot back up ${t.fsPath}: ${describeSystemError(err)}`);
+    }
+    const node = await nodeFromStat(t.name, Buffer.from(t.fsPath), st, { withAtime: this.opts.withAtime });
+    if (t.target) {
+      if (st.isDirectory()) {
+        const oldChildren = oldNode?.type === 'dir' ? await this.parentChildren(oldNode.subtree) : undefined;
+        node.subtree = await this.saveDir(t.fsPath, oldChildren);
+      } else if (st.isFile()) {
+        await this.saveRegular(t.fsPath, node, st, oldNode);
+      }
+      return node;
+    }
+    // prefix directory: only the listed children
+    const oldChildren = oldNode?.type === 'dir' ? await this.parentChildren(oldNode.subtree) : undefined;
+    const children: Node[] = [];
+    for (const [, c] of t.children) children.push(await this.saveTrieNode(c, oldChildren));
+    node.subtree = await this.saveTree(children);
+    return node;
+  }
+
+  async run(parentTree: string | undefined): Promise<{ tree: string; stats: WriterStats }> {
+    const trie = buildTrie(this.opts.paths);
+    const oldRoot = await this.parentChildren(parentTree);
+    let tree: string;
+    if (trie.target) {
+      // "/" or "." itself: its entries form the root tree, plus any other targets
+      tree = await this.saveDir(trie.fsPath, oldRoot, trie.children);
+    } else {
+      const nodes: Node[] = [];
+      for (const [, c] of trie.children) nodes.push(await this.saveTrieNode(c, oldRoot));
+      tree = await this.saveTree(nodes);
+    }
+    const stats = await this.writer.flush();
+    return { tree, stats };
+  }
+
+  get count(): Counters {
+    return this.counters;
+  }
+}
+
+/** The whole `backup` operation: lock, index, parent, archive, snapshot. */
+export async function backup(repo: Repository, opts: BackupOptions): Promise<BackupSummary> {
+  const started = Date.now();
+  if (!opts.paths.length) throw new UsageError('nothing to back up', 'give at least one PATH');
+  for (const p of opts.paths) {
+    try {
+      await fsp.lstat(p);
+    } catch (err) {
+      throw new UsageError(`cannot back up ${p}: ${describeSystemError(err)}`);
+    }
+  }
+  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs });
+  try {
+    const progress = opts.progress ?? noProgress;
+    await repo.loadIndex(progress);
+    const time = opts.time ?? nowGoTime();
+    const absPaths = opts.paths.map((p) => path.resolve(p));
+    const host = opts.host ?? os.hostname();
+    let parent: SnapshotEntry | undefined;
+    if (opts.parent === null) parent = undefined;
+    else if (opts.parent) parent = await loadSnapshot(repo, opts.parent);
+    else parent = await findParentSnapshot(repo, host, absPaths, time);
+    const archiver = new Archiver(repo, opts);
+    const { tree, stats } = await archiver.run(parent?.snapshot.tree);
+    const uid = process.getuid?.() ?? 0;
+    const gid = process.getgid?.() ?? 0;
+    const snap: Snapshot = {
+      time,
+      parent: parent?.id,
+      tree,
+      paths: absPaths,
+      hostname: host,
+      username: currentUsername(),
+      uid,
+      gid,
+      excludes: opts.excludes?.length ? opts.excludes : undefined,
+      tags: opts.tags?.length ? opts.tags : undefined,
+    };
+    const snapshotId = opts.dryRun ? '' : await repo.saveUnpacked('snapshots', encodeSnapshot(snap));
+    const c = archiver.count;
+    progress({ phase: 'backup', filesDone: c.files, bytesDone: c.bytes, done: true });
+    return {
+      snapshotId,
+      shortId: snapshotId.slice(0, 8),
+      parent: parent?.id,
+      time: formatTime(time),
+      paths: absPaths,
+      filesNew: c.filesNew,
+      filesChanged: c.filesChanged,
+      filesUnmodified: c.filesUnmodified,
+      dirsNew: c.dirsNew,
+      dirsChanged: c.dirsChanged,
+      dirsUnmodified: c.dirsUnmodified,
+      totalFilesProcessed: c.files,
+      totalBytesProcessed: c.bytes,
+      dataBlobs: stats.dataBlobs,
+      treeBlobs: stats.treeBlobs,
+      dataAdded: stats.dataAdded,
+      dataAddedPacked: stats.dataAddedPacked,
+      packs: stats.packs,
+      durationMs: Date.now() - started,
+      errors: archiver.errors,
+    };
+  } finally {
+    await lock.release();
+  }
+}
+

@@ -1,0 +1,170 @@
+// Reads a file or stream, chunks it with restic's chunker, hashes each chunk and hands new chunks to
+// the BlobWriter. Several chunks of one file are compressed/encrypted concurrently; the content list
+// keeps file order because IDs are known as soon as a chunk is hashed.
+import { promises as fsp } from 'node:fs';
+import crypto from 'node:crypto';
+import { Chunker, MIN_SIZE } from '../chunker/chunker.js';
+import { BlobWriter } from '../repository/repository.js';
+
+/** Read size for large files and streams. */
+const READ_SIZE = 4 * 1024 * 1024;
+/** Chunks of one file being compressed/encrypted at once. */
+const CHUNKS_IN_FLIGHT = 3;
+
+export interface SavedContent {
+  content: string[];
+  size: number;
+  /** Plaintext bytes that were new to the repository. */
+  newBytes: number;
+}
+
+export type BytesFn = (n: number) => void;
+
+/** Consumes chunk buffers: hash, dedup, store with bounded concurrency. */
+class ContentSink {
+  readonly content: string[] = [];
+  size = 0;
+  newBytes = 0;
+  private inflight = new Set<Promise<void>>();
+  private failure: unknown;
+
+  constructor(
+    private readonly writer: BlobWriter,
+    private readonly onBytes?: BytesFn,
+  ) {}
+
+  async push(chunk: Buffer): Promise<void> {
+    if (this.failure) throw this.failure;
+    const id = crypto.createHash('sha256').update(chunk).digest('hex');
+    this.content.push(id);
+    this.size += chunk.length;
+    this.onBytes?.(chunk.length);
+    if (this.writer.has('data', id)) return;
+    while (this.inflight.size >= CHUNKS_IN_FLIGHT) await Promise.race(this.inflight);
+    if (this.failure) throw this.failure;
+    const p = this.writer.save('data', id, chunk).then(
+      (isNew) => {
+        if (isNew) this.newBytes += chunk.length;
+      },
+      (err) => {
+        this.failure ??= err;
+      },
+    );
+    const tracked = p.finally(() => this.inflight.delete(tracked));
+    this.inflight.add(tracked);
+  }
+
+  async finish(): Promise<SavedContent> {
+    await Promise.all(this.inflight);
+    if (this.failure) throw this.failure;
+    return { content: this.content, size: this.size, newBytes: this.newBytes };
+  }
+}
+
+/**
+ * Splits a sequence of buffers into chunks. A chunk that lies inside one input buffer is a view of
+ * it (no copy); one spanning buffers is concatenated once.
+ */
+async function chunkInto(sink: ContentSink, chunker: Chunker, source: AsyncIterable<Buffer>): Promise<void> {
+  let pieces: Buffer[] = [];
+  let pieceBytes = 0;
+  for await (const buf of source) {
+    let start = 0;
+    while (start < buf.length) {
+      const end = chunker.next(buf, start, buf.length);
+      if (end < 0) {
+        pieces.push(buf.subarray(start));
+        pieceBytes += buf.length - start;
+        break;
+      }
+      const tail = buf.subarray(start, end);
+      const chunk = pieces.length ? Buffer.concat([...pieces, tail], pieceBytes + tail.length) : tail;
+      pieces = [];
+      pieceBytes = 0;
+      await sink.push(chunk);
+      start = end;
+    }
+  }
+  if (pieceBytes) await sink.push(pieces.length === 1 ? pieces[0] : Buffer.concat(pieces, pieceBytes));
+}
+
+/** Yields fresh buffers read from a file handle until EOF. */
+async function* readHandle(fh: fsp.FileHandle): AsyncGenerator<Buffer> {
+  for (;;) {
+    const buf = Buffer.allocUnsafe(READ_SIZE);
+    let got = 0;
+    while (got < READ_SIZE) {
+      const { bytesRead } = await fh.read(buf, got, READ_SIZE - got, null);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    if (got === 0) return;
+    yield got === READ_SIZE ? buf : buf.subarray(0, got);
+    if (got < READ_SIZE) return;
+  }
+}
+
+/** Saves the content of an open file. `sizeHint` from lstat lets small files go through one read. */
+export async function saveFile(writer: BlobWriter, polynomial: bigint, fh: fsp.FileHandle, sizeHint: number, onBytes?: BytesFn): Promise<SavedContent> {
+  const sink = new ContentSink(writer, onBytes);
+  if (sizeHint < MIN_SIZE) {
+    // One chunk for sure (unless the file grew): a single read, no chunker.
+    const buf = Buffer.allocUnsafe(sizeHint + 1);
+    let got = 0;
+    while (got < buf.length) {
+      const { bytesRead } = await fh.read(buf, got, buf.length - got, got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    if (got <= sizeHint) {
+      if (got > 0) await sink.push(buf.subarray(0, got));
+      return sink.finish();
+    }
+    // grew while reading: fall through to the general path from the start
+    const chunker = new Chunker(polynomial);
+    await chunkInto(sink, chunker, (async function* () {
+      yield buf.subarray(0, got);
+      let pos = got;
+      for (;;) {
+        const more = Buffer.allocUnsafe(READ_SIZE);
+        const { bytesRead } = await fh.read(more, 0, READ_SIZE, pos);
+        if (bytesRead === 0) return;
+        pos += bytesRead;
+        yield more.subarray(0, bytesRead);
+      }
+    })());
+    return sink.finish();
+  }
+  const chunker = new Chunker(polynomial);
+  await chunkInto(sink, chunker, readHandle(fh));
+  return sink.finish();
+}
+
+/** Saves a stream (stdin, a command's stdout). Memory: one read buffer + MAX_SIZE + chunks in flight. */
+export async function saveStream(writer: BlobWriter, polynomial: bigint, input: AsyncIterable<Uint8Array>, onBytes?: BytesFn): Promise<SavedContent> {
+  const sink = new ContentSink(writer, onBytes);
+  const chunker = new Chunker(polynomial);
+  await chunkInto(sink, chunker, coalesce(input, READ_SIZE));
+  return sink.finish();
+}
+
+/** Groups small stream reads (pipes give 64 KiB) into larger buffers to cut per-call overhead. */
+async function* coalesce(input: AsyncIterable<Uint8Array>, size: number): AsyncGenerator<Buffer> {
+  let buf = Buffer.allocUnsafe(size);
+  let used = 0;
+  for await (const piece of input) {
+    let off = 0;
+    while (off < piece.length) {
+      const n = Math.min(size - used, piece.length - off);
+      buf.set(piece.subarray(off, off + n), used);
+      used += n;
+      off += n;
+      if (used === size) {
+        yield buf;
+        buf = Buffer.allocUnsafe(size);
+        used = 0;
+      }
+    }
+  }
+  if (used) yield buf.subarray(0, used);
+}

@@ -1,0 +1,43 @@
+import { Args, Flags } from '@oclif/core';
+import { DmctlCommand, repoFlags } from '../base-command.js';
+import { openRepositoryFromSettings } from '../config/open-repo.js';
+import { dumpFile, DumpSummary } from '../restorer/dump.js';
+import { UsageError } from '../core/errors.js';
+import { filterFrom, snapshotFilterFlags } from './restore.js';
+
+export default class RestoreStream extends DmctlCommand {
+  static override summary = 'Write one file of a snapshot to stdout (the reverse of backup-stream).';
+  static override description = 'Streams the file in order with bounded memory, verifying every blob. Without --name, the snapshot must hold a single file (as backup-stream and `restic backup --stdin` write). Works with snapshots of either tool, like `restic dump`.';
+  static override examples = [
+    { description: 'Restore a dump into the database:', command: '<%= config.bin %> <%= command.id %> latest --name db.sql | mysql' },
+    { description: 'A file from a directory snapshot:', command: '<%= config.bin %> <%= command.id %> 4f2a9c1e --name /etc/hosts > hosts' },
+  ];
+  // stdout carries the data: no --json here.
+  static override enableJsonFlag = false;
+  static override args = { snapshot: Args.string({ description: 'ID, ID prefix or latest.', required: true }) };
+  static override flags = {
+    ...repoFlags,
+    ...snapshotFilterFlags,
+    name: Flags.string({ summary: 'Path of the file in the snapshot.', helpValue: 'NAME' }),
+  };
+
+  async run(): Promise<DumpSummary> {
+    const { args, flags } = await this.parse(RestoreStream);
+    if (process.stdout.isTTY) throw new UsageError('stdout is a terminal', 'redirect the output: dmctl restore-stream latest > file');
+    const settings = await this.settings();
+    const repo = await openRepositoryFromSettings(settings);
+    try {
+      const res = await dumpFile(repo, {
+        snapshot: args.snapshot,
+        name: flags.name,
+        filter: filterFrom(flags),
+        output: process.stdout,
+        progress: this.progress('restore'),
+        retryLockMs: settings.retryLockMs,
+      });
+      return res;
+    } finally {
+      await repo.backend.close();
+    }
+  }
+}
