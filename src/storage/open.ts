@@ -4,10 +4,10 @@ import { promises as fsp } from 'node:fs';
 import { UsageError } from '../core/errors.js';
 import { Backend } from './backend.js';
 import { LocalBackend } from './local.js';
-import { S3Backend, S3Credentials } from './s3.js';
-import { AzureBackend, AzureCredentials } from './azure.js';
-import { GcsBackend, GcsCredentials } from './gcs.js';
-import { RestBackend } from './rest.js';
+// Provider modules load their SDKs (~1 s for all three): import them only when used.
+import type { S3Credentials } from './s3.js';
+import type { AzureCredentials } from './azure.js';
+import type { GcsCredentials } from './gcs.js';
 import { RetryOptions, RetryPolicy, withRetry } from './retry.js';
 import { RepoLocation, parseRepositoryUrl } from './url.js';
 
@@ -59,13 +59,13 @@ export async function openProviderBackend(location: RepoLocation | string, opts:
     case 'local':
       return new LocalBackend(loc.path);
     case 's3':
-      return new S3Backend({ location: loc, credentials: opts.profile?.s3, insecureTls: opts.insecureTls, ca, connections: opts.connections, env });
+      return new (await import('./s3.js')).S3Backend({ location: loc, credentials: opts.profile?.s3, insecureTls: opts.insecureTls, ca, connections: opts.connections, env });
     case 'azure':
-      return new AzureBackend({ location: loc, credentials: opts.profile?.azure, connections: opts.connections, env });
+      return new (await import('./azure.js')).AzureBackend({ location: loc, credentials: opts.profile?.azure, connections: opts.connections, env });
     case 'gs':
-      return new GcsBackend({ location: loc, credentials: opts.profile?.gcs, connections: opts.connections, env });
+      return new (await import('./gcs.js')).GcsBackend({ location: loc, credentials: opts.profile?.gcs, connections: opts.connections, env });
     case 'rest':
-      return new RestBackend({ location: loc, insecureTls: opts.insecureTls, ca, serverCertFingerprint: opts.serverCertFingerprint, connections: opts.connections });
+      return new (await import('./rest.js')).RestBackend({ location: loc, insecureTls: opts.insecureTls, ca, serverCertFingerprint: opts.serverCertFingerprint, connections: opts.connections });
   }
 }
 
