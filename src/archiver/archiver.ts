@@ -185,7 +185,7 @@ export class Archiver {
     return true;
   }
 
-  private async saveRegular(fsPath: string, node: Node, st: BigIntStats, old: Node | undefined): Promise<void> {
+  private async saveRegular(fsPath: string | Buffer, node: Node, st: BigIntStats, old: Node | undefined): Promise<void> {
     if (this.unchanged(node, old)) {
       node.content = old!.content;
       this.counters.filesUnmodified++;
@@ -228,19 +228,22 @@ export class Archiver {
   }
 
   /** Archives a directory's entries; returns the tree ID. */
-  private async saveDir(fsPath: string, old: Map<string, Node> | undefined, extra?: Map<string, TrieNode>): Promise<string> {
+  private async saveDir(fsPath: string | Buffer, old: Map<string, Node> | undefined, extra?: Map<string, TrieNode>): Promise<string> {
+    // Paths stay bytes all the way down: names need not be UTF-8, and a JS string of them would
+    // name a different file.
+    const dirBytes = typeof fsPath === 'string' ? Buffer.from(fsPath) : fsPath;
+    const prefix = dirBytes.length === 1 && dirBytes[0] === 0x2f ? Buffer.alloc(0) : dirBytes;
     let names: Buffer[];
     try {
-      names = await fsp.readdir(fsPath, { encoding: 'buffer' });
+      names = await fsp.readdir(dirBytes, { encoding: 'buffer' });
     } catch (err) {
-      this.warn(fsPath, err);
+      this.warn(dirBytes.toString(), err);
       names = [];
     }
     const nodes: Node[] = [];
-    const subdirs: { name: Buffer; full: string; st: BigIntStats }[] = [];
+    const subdirs: { name: Buffer; full: Buffer; st: BigIntStats }[] = [];
     await mapLimit(names, 16, async (name) => {
-      const full = Buffer.concat([Buffer.from(fsPath === '/' ? '' : fsPath), Buffer.from('/'), name]);
-      const fullStr = full.toString('latin1');
+      const full = Buffer.concat([prefix, Buffer.from('/'), name]);
       let st: BigIntStats;
       try {
         st = await fsp.lstat(full, { bigint: true });
@@ -252,14 +255,14 @@ export class Archiver {
       if (st.isSocket()) return; // restic skips sockets
       const node = await nodeFromStat(name, full, st, { withAtime: this.opts.withAtime });
       if (st.isDirectory()) {
-        subdirs.push({ name, full: fullStr, st });
+        subdirs.push({ name, full, st });
         nodes.push(node);
         return;
       }
       nodes.push(node);
       if (st.isFile()) {
         try {
-          await this.saveRegular(fullStr, node, st, old?.get(name.toString('latin1')));
+          await this.saveRegular(full, node, st, old?.get(name.toString('latin1')));
         } catch (err) {
           // Repository and storage failures end the backup; an unreadable source file is skipped
           // with a warning (exit code 3, like restic).
