@@ -100,7 +100,14 @@ export class Chunker {
     this.polynomial = polynomial;
   }
 
-  /** Starts a new file/stream: resets all state (window, digest, bytes in current chunk). */
+  /**
+   * Starts a new file/stream: resets all state (window, digest, bytes in current chunk).
+   *
+   * restic seeds each chunk's window by sliding in one byte `1`; here the state starts at digest 0 with a zero
+   * window instead. Both are equivalent: the fingerprint is linear, the seed's term b·x^(8·63) is XORed out
+   * again (out[1]) exactly when the 64th hashed byte arrives, and the first permitted cut (L = MinSize) comes
+   * after exactly 64 hashed bytes. From then on both digests are the fingerprint of the last 64 bytes.
+   */
   reset(): void {
     this.ring.fill(0);
     this.wpos = 0;
