@@ -2,7 +2,7 @@
 // on a terminal, JSON lines under --json when stderr is not a terminal, and nothing otherwise.
 // Warnings always come out as lines. The core never sees any of this: it only calls a ProgressFn.
 
-import ora, { type Ora } from 'ora';
+import type { Ora } from 'ora';
 import type { ChalkInstance } from 'chalk';
 import type { ProgressEvent, ProgressFn } from '../core/progress.js';
 import { colorsFor, displayWidth, formatBytes, formatClock, formatCount, formatRate } from './format.js';
@@ -139,6 +139,17 @@ export function createProgress(opts: ProgressOptions): Progress {
   let dirty = false;
   let lastJson = -Infinity;
   let stopped = false;
+  // ora is loaded only when a terminal will show it: scripts and Kanister pods start faster.
+  let makeOra: (typeof import('ora'))['default'] | undefined;
+  if (mode === 'tty') {
+    void import('ora').then((m) => {
+      makeOra = m.default;
+      if (state && !stopped) {
+        dirty = true;
+        ensureSpinner();
+      }
+    });
+  }
 
   const writeLine = (text: string) => {
     if (spinner?.isSpinning) {
@@ -172,8 +183,8 @@ export function createProgress(opts: ProgressOptions): Progress {
   };
 
   const ensureSpinner = () => {
-    if (spinner?.isSpinning) return;
-    spinner = ora({
+    if (spinner?.isSpinning || !makeOra) return;
+    spinner = makeOra({
       stream,
       isEnabled: true,
       discardStdin: false,

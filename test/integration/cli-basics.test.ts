@@ -1,0 +1,124 @@
+// The real CLI as users and Kanister run it: `node bin/run.js` after the build.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const bin = join(root, 'bin/run.js');
+let home: string;
+
+before(async () => {
+  home = await mkdtemp(join(tmpdir(), 'dmctl-cli-basics-'));
+});
+after(async () => {
+  await rm(home, { recursive: true, force: true });
+});
+
+function dmctl(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const base: NodeJS.ProcessEnv = { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, 'config'), XDG_CACHE_HOME: join(home, 'cache') };
+  for (const k of ['NO_COLOR', 'FORCE_COLOR', 'DM_REPOSITORY', 'DM_PASSWORD', 'DM_PASSWORD_FILE', 'RESTIC_REPOSITORY', 'RESTIC_PASSWORD', 'DM_LOG_LEVEL']) delete base[k];
+  const r = spawnSync(process.execPath, [bin, ...args], { cwd: root, env: { ...base, ...env }, encoding: 'buffer', timeout: 60_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr.toString('utf8'), out: r.stdout.toString('utf8') };
+}
+
+test('output --help: usage, arguments and examples, exit 0', () => {
+  const r = dmctl(['output', '--help']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.out, /USAGE\n\s+\$ dmctl output KEY VALUE/);
+  assert.match(r.out, /ARGUMENTS/);
+  assert.match(r.out, /EXAMPLES/);
+  assert.match(r.out, /###Phase-output###/);
+});
+
+test('unknown flag: exit 2, exactly one line on stderr, nothing on stdout', () => {
+  const r = dmctl(['output', '--no-such-flag', 'k', 'v']);
+  assert.equal(r.code, 2);
+  assert.equal(r.out, '');
+  assert.equal(r.stderr.split('\n').length, 2, JSON.stringify(r.stderr)); // one line + final newline
+  assert.match(r.stderr, /^dmctl: Nonexistent flag: --no-such-flag .*\n$/);
+});
+
+test('missing argument: exit 2, one line naming it', () => {
+  const r = dmctl(['output', 'onlykey']);
+  assert.equal(r.code, 2);
+  assert.equal(r.stderr, 'dmctl: missing required argument: VALUE (see `dmctl output --help`)\n');
+});
+
+test('output KEY VALUE: the exact bytes kando prints', () => {
+  const r = dmctl(['output', 'backupInfo', '{"id":"a1"}\n<é>&']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stderr, '');
+  const expected = Buffer.concat([
+    Buffer.from('###Phase-output###: {"key":"backupInfo","value":"{\\"id\\":\\"a1\\"}\\n\\u003c', 'latin1'),
+    Buffer.from([0xc3, 0xa9]),
+    Buffer.from('\\u003e\\u0026"}\n', 'latin1'),
+  ]);
+  assert.deepEqual(r.stdout, expected);
+});
+
+test('--json errors: one JSON object on stdout with error, message, hint, exitCode', () => {
+  const r = dmctl(['output', 'bad-key', 'v', '--json']);
+  assert.equal(r.code, 2);
+  assert.equal(r.stderr, '');
+  const obj = JSON.parse(r.out);
+  assert.deepEqual(Object.keys(obj).sort(), ['error', 'exitCode', 'hint', 'message']);
+  assert.equal(obj.error, 'usage');
+  assert.equal(obj.exitCode, 2);
+  assert.match(obj.message, /bad-key/);
+  const parse = dmctl(['output', '--json', '--bogus']);
+  assert.equal(parse.code, 2);
+  assert.deepEqual(Object.keys(JSON.parse(parse.out)).sort(), ['error', 'exitCode', 'message']);
+});
+
+test('--json success of `output` and `version`', () => {
+  const r = dmctl(['output', 'k', 'v', '--json']);
+  assert.equal(r.code, 0);
+  assert.deepEqual(JSON.parse(r.out), { key: 'k', value: 'v' });
+  const v = dmctl(['version', '--json']);
+  assert.equal(v.code, 0);
+  const info = JSON.parse(v.out);
+  assert.equal(info.name, 'dmctl');
+  assert.match(info.version, /^\d+\.\d+\.\d+/);
+  assert.equal(info.node, process.version);
+});
+
+test('colours: red error with FORCE_COLOR, none with NO_COLOR or off a terminal', () => {
+  const forced = dmctl(['output', 'bad-key', 'v'], { FORCE_COLOR: '1' });
+  assert.match(forced.stderr, /\u001b\[31mdmctl: invalid phase output key/);
+  const no = dmctl(['output', 'bad-key', 'v'], { FORCE_COLOR: '1', NO_COLOR: '1' });
+  assert.doesNotMatch(no.stderr, /\u001b\[/);
+  assert.match(no.stderr, /^dmctl: invalid phase output key "bad-key".*\nhint: /);
+  const plain = dmctl(['output', 'bad-key', 'v']);
+  assert.doesNotMatch(plain.stderr, /\u001b\[/);
+});
+
+test('autocomplete plugin: `dmctl autocomplete script bash` prints a bash setup', () => {
+  const r = dmctl(['autocomplete', 'script', 'bash']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.out, /DMCTL_AC_BASH_SETUP_PATH/);
+});
+
+test('man pages: generated from the commands, readable by man', async () => {
+  const out = join(home, 'man');
+  const g = spawnSync(process.execPath, [join(root, 'scripts/gen-man.mjs'), '--out', out], { cwd: root, encoding: 'utf8' });
+  assert.equal(g.status, 0, g.stderr);
+  const pages = await readdir(join(out, 'man1'));
+  assert.ok(pages.includes('dmctl.1'));
+  assert.ok(pages.includes('dmctl-output.1'));
+  const page = await readFile(join(out, 'man1', 'dmctl-output.1'), 'utf8');
+  for (const section of ['.SH NAME', '.SH SYNOPSIS', '.SH DESCRIPTION', '.SH OPTIONS', '.SH EXAMPLES', '.SH "EXIT STATUS"', '.SH ENVIRONMENT']) {
+    assert.ok(page.includes(section), section);
+  }
+  assert.match(page, /\\-\\-log\\-level/);
+  assert.match(page, /^\.B 130$/m);
+  if (!existsSync('/usr/bin/man')) assert.fail('man (man-db) is required for this test');
+  const m = spawnSync('man', ['-P', 'cat', 'dmctl-output'], { env: { ...process.env, MANPATH: out, MANWIDTH: '80' }, encoding: 'utf8' });
+  assert.equal(m.status, 0, m.stderr);
+  assert.match(m.stdout, /dmctl-output - Print a Kanister phase output/);
+  assert.match(m.stdout, /EXIT STATUS[\s\S]*130\s+Interrupted by SIGINT\/SIGTERM/);
+});
