@@ -96,9 +96,11 @@ export async function applyMetadata(path: Buffer, node: Node, opts: ApplyMetadat
 
   // fs.utimes/lutimes take float seconds: for current dates a double keeps ~0.2 µs, so the last
   // nanosecond digits restic stored are not reproduced exactly (libuv converts back to timespec).
+  // They are passed as numeric strings because Node replaces a negative *number* (before 1970)
+  // with the current time, while a numeric string is taken as is.
   try {
-    const atime = toUnixSecondsFloat(node.atime);
-    const mtime = toUnixSecondsFloat(node.mtime);
+    const atime = String(toUnixSecondsFloat(node.atime));
+    const mtime = String(toUnixSecondsFloat(node.mtime));
     if (node.type === 'symlink') await lutimes(path, atime, mtime);
     else await utimes(path, atime, mtime);
   } catch (err) {
