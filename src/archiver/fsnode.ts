@@ -5,6 +5,7 @@
 // `content` (files: []) and `subtree` are left for the archiver to fill.
 
 import type { BigIntStats } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { open, readlink } from 'node:fs/promises';
 import * as xattr from '@napi-rs/xattr';
 import { DmctlError } from '../core/errors.js';
@@ -22,6 +23,7 @@ export interface NodeFromStatOptions {
 /** Linux O_PATH: an fd that only names the file (no read permission needed, no open side effects). */
 const O_PATH = 0o10000000;
 const O_DIRECTORY = 0o200000;
+const O_NOFOLLOW = 0o400000;
 
 function isUtf8RoundTrip(b: Buffer): boolean {
   return Buffer.from(b.toString('utf8'), 'utf8').equals(b);
@@ -56,6 +58,38 @@ export async function withStringPath<T>(path: Buffer, isDir: boolean, fn: (p: st
   }
 }
 
+const XATTR_CHILD = [
+  'import os, sys, json, base64',
+  'p = "/proc/self/fd/3"',
+  'out = []',
+  'for n in os.listxattr(p):',
+  '    try: out.append([n, base64.b64encode(os.getxattr(p, n)).decode()])',
+  '    except OSError: pass',
+  'sys.stdout.write(json.dumps(out))',
+].join('\n');
+
+/**
+ * Extended attributes of a non-directory whose own name is not UTF-8, which @napi-rs/xattr cannot
+ * spell. A python3 child reads them through an inherited O_PATH descriptor of the file itself
+ * (/proc/self/fd/3, which getxattr follows), so the file is not touched. Without python3: [].
+ */
+async function readXattrsViaChild(fullPath: Buffer): Promise<ExtendedAttribute[]> {
+  const fh = await open(fullPath, O_PATH | O_NOFOLLOW);
+  try {
+    const stdout = await new Promise<string>((resolve, reject) => {
+      const child = spawn('python3', ['-c', XATTR_CHILD], { stdio: ['ignore', 'pipe', 'ignore', fh.fd] });
+      let out = '';
+      child.stdout!.setEncoding('utf8');
+      child.stdout!.on('data', (d: string) => (out += d));
+      child.on('error', reject);
+      child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`python3 exited with ${code}`))));
+    });
+    return (JSON.parse(stdout) as [string, string][]).map(([name, value]) => ({ name, value: Buffer.from(value, 'base64') }));
+  } finally {
+    await fh.close();
+  }
+}
+
 /** All extended attributes of a path, in the kernel's order; [] when none or on any error. */
 export async function readXattrs(fullPath: Buffer, isDir: boolean): Promise<ExtendedAttribute[]> {
   try {
@@ -72,7 +106,7 @@ export async function readXattrs(fullPath: Buffer, isDir: boolean): Promise<Exte
       }
       return attrs;
     });
-    return out ?? [];
+    return out ?? (await readXattrsViaChild(fullPath));
   } catch {
     return [];
   }
