@@ -7,7 +7,7 @@ import { Chunker, MIN_SIZE } from '../chunker/chunker.js';
 import { BlobWriter } from '../repository/repository.js';
 
 /** Read size for large files and streams. */
-const READ_SIZE = 4 * 1024 * 1024;
+const READ_SIZE = 1024 * 1024;
 /** Chunks of one file being compressed/encrypted at once. */
 const CHUNKS_IN_FLIGHT = 3;
 

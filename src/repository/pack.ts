@@ -144,3 +144,81 @@ export async function readPackHeader(be: Backend, key: MasterKey, packId: string
 export function sealBlob(key: MasterKey, payload: Uint8Array): Buffer {
   return seal(key, payload);
 }
+
+/**
+ * Like PackBuilder, but appends each blob to a temp file as it comes (the way restic keeps packs in
+ * temp files), so a pack being filled costs no memory. The finished file is handed to the backend's
+ * adoptFile (same filesystem) instead of being uploaded from memory.
+ */
+export class FilePackBuilder {
+  readonly blobs: PackedBlob[] = [];
+  private hash = crypto.createHash('sha256');
+  private writes: Promise<unknown>[] = [];
+  private failure: unknown;
+  size = 0;
+
+  private constructor(
+    readonly type: BlobType,
+    readonly path: string,
+    private readonly fh: import('node:fs').promises.FileHandle,
+  ) {}
+
+  static async create(type: BlobType, dir: string): Promise<FilePackBuilder> {
+    const { promises: fsp } = await import('node:fs');
+    const p = `${dir}/${crypto.randomBytes(8).toString('hex')}-tmp-dmctl-pack`;
+    const fh = await fsp.open(p, 'wx', 0o600);
+    return new FilePackBuilder(type, p, fh);
+  }
+
+  get count(): number {
+    return this.blobs.length;
+  }
+
+  headerSize(): number {
+    let s = 4 + OVERHEAD;
+    for (const b of this.blobs) s += entrySize(b);
+    return s;
+  }
+
+  add(id: string, sealed: Buffer, uncompressedLength: number): PackedBlob {
+    const b: PackedBlob = { type: this.type, id, offset: this.size, length: sealed.length, uncompressedLength };
+    this.blobs.push(b);
+    this.hash.update(sealed);
+    this.writes.push(writeAll(this.fh, sealed, this.size).catch((err) => (this.failure ??= err)));
+    if (this.writes.length > 64) this.writes = [Promise.all(this.writes)];
+    this.size += sealed.length;
+    return b;
+  }
+
+  async finish(key: MasterKey): Promise<{ id: string; path: string; blobs: PackedBlob[] }> {
+    const header = seal(key, encodeHeader(this.blobs));
+    const len = Buffer.allocUnsafe(4);
+    len.writeUInt32LE(header.length, 0);
+    this.hash.update(header);
+    this.hash.update(len);
+    try {
+      await Promise.all(this.writes);
+      if (this.failure) throw this.failure;
+      await writeAll(this.fh, Buffer.concat([header, len]), this.size);
+      await this.fh.sync();
+    } finally {
+      await this.fh.close().catch(() => {});
+    }
+    return { id: this.hash.digest('hex'), path: this.path, blobs: this.blobs };
+  }
+
+  async abort(): Promise<void> {
+    await Promise.allSettled(this.writes);
+    await this.fh.close().catch(() => {});
+    const { promises: fsp } = await import('node:fs');
+    await fsp.unlink(this.path).catch(() => {});
+  }
+}
+
+async function writeAll(fh: import('node:fs').promises.FileHandle, buf: Buffer, pos: number): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesWritten } = await fh.write(buf, done, buf.length - done, pos + done);
+    done += bytesWritten;
+  }
+}

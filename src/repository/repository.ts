@@ -4,14 +4,14 @@ import os from 'node:os';
 import { IntegrityError, NoRepositoryError, DmctlError } from '../core/errors.js';
 import { mapLimit } from '../core/limit.js';
 import { ProgressFn, noProgress } from '../core/progress.js';
-import { Backend, FileType, hasConfig, listAll } from '../storage/backend.js';
+import { Backend, FileType, hasConfig, listAll, spoolingOf, SpoolingBackend } from '../storage/backend.js';
 import { randomPolynomial } from '../chunker/polynomial.js';
 import { MasterKey, newMasterKey, open, seal, sha256hex } from './crypto.js';
 import { compress, decompress } from './compression.js';
 import { RepoConfig, loadConfig, newConfig, saveConfig } from './config-file.js';
 import { IndexPack, MasterIndex, decodeIndex, encodeIndex, BlobLocation } from './index-file.js';
 import { addKey, findKey } from './key-file.js';
-import { BlobType, PackBuilder } from './pack.js';
+import { BlobType, PackBuilder, FilePackBuilder } from './pack.js';
 import { decodeUnpacked, encodeUnpacked } from './unpacked.js';
 
 export type UnpackedType = 'index' | 'snapshots' | 'locks';
@@ -155,6 +155,8 @@ export class Repository {
   }
 }
 
+type Packer = PackBuilder | FilePackBuilder;
+
 export interface WriterOptions {
   compression?: Compression;
   packSize?: number;
@@ -180,7 +182,8 @@ export interface WriterStats {
  * durability: packs → index files (flush) → caller writes the snapshot.
  */
 export class BlobWriter {
-  private packers: Partial<Record<BlobType, PackBuilder>> = {};
+  private packers: Partial<Record<BlobType, Packer>> = {};
+  private creating: Partial<Record<BlobType, Promise<Packer>>> = {};
   private pending: Record<BlobType, Set<string>> = { data: new Set(), tree: new Set() };
   private inFlight = new Set<Promise<void>>();
   private unindexed: IndexPack[] = [];
@@ -191,13 +194,16 @@ export class BlobWriter {
   private readonly packSize: number;
   private readonly maxUploads: number;
   private readonly compression: Compression;
+  private readonly spool: SpoolingBackend | undefined;
 
   constructor(
     private readonly repo: Repository,
     opts: WriterOptions,
   ) {
     this.packSize = opts.packSize ?? DEFAULT_PACK_SIZE;
-    this.maxUploads = opts.uploads ?? Math.max(2, Math.min(repo.backend.connections, 8));
+    this.spool = spoolingOf(repo.backend);
+    // Packs spooled to disk cost no memory while they are stored; in-memory packs are 16 MiB each.
+    this.maxUploads = opts.uploads ?? (this.spool ? 2 : Math.max(2, Math.min(repo.backend.connections, 4)));
     this.compression = repo.version === 1 ? 'off' : (opts.compression ?? 'auto');
   }
 
@@ -206,9 +212,22 @@ export class BlobWriter {
     return this.repo.index.has(type, id) || this.pending[type].has(id);
   }
 
+  private packer(type: BlobType): Promise<Packer> {
+    let c = this.creating[type];
+    if (!c) {
+      c = this.creating[type] = (async () => {
+        const p: Packer = this.spool ? await FilePackBuilder.create(type, this.spool.spoolDir()) : new PackBuilder(type);
+        this.packers[type] = p;
+        this.creating[type] = undefined;
+        return p;
+      })();
+    }
+    return c;
+  }
+
   /**
    * Stores a blob unless it exists. Returns true when it was new. Resolves once the blob is in a
-   * packer (not yet uploaded); awaits upload slots, which gives back-pressure to the caller.
+   * packer (not yet stored); awaits storage slots, which gives back-pressure to the caller.
    */
   async save(type: BlobType, id: string, plain: Buffer): Promise<boolean> {
     if (this.failure) throw this.failure;
@@ -222,40 +241,61 @@ export class BlobWriter {
       ulen = plain.length;
     }
     const sealed = seal(this.repo.key, payload);
-    let p = this.packers[type];
-    if (!p) p = this.packers[type] = new PackBuilder(type);
+    let p: Packer | undefined;
+    // Check and add in the same tick: a packer seen here is open (full ones are detached at once).
+    while (!(p = this.packers[type])) await this.packer(type);
     p.add(id, sealed, ulen);
-    if (type === 'data') {
-      this.stats.dataBlobs++;
-    } else this.stats.treeBlobs++;
+    if (type === 'data') this.stats.dataBlobs++;
+    else this.stats.treeBlobs++;
     this.stats.dataAdded += plain.length;
     this.stats.dataAddedPacked += sealed.length;
     if (p.size + p.headerSize() >= this.packSize) {
       this.packers[type] = undefined;
-      await this.upload(p);
+      await this.store(p);
     }
     return true;
   }
 
-  private async upload(p: PackBuilder): Promise<void> {
+  private async store(p: Packer): Promise<void> {
     while (this.inFlight.size >= this.maxUploads) await Promise.race(this.inFlight);
-    if (this.failure) throw this.failure;
-    const { id, data, blobs } = p.finish(this.repo.key);
-    const task = this.repo.backend.save('data', id, data).then(
-      () => {
-        this.repo.index.addPack(id, blobs);
-        for (const b of blobs) this.pending[b.type].delete(b.id);
-        this.unindexed.push({ id, blobs });
-        this.unindexedBlobs += blobs.length;
-        this.stats.packs++;
-        if (this.unindexedBlobs >= INDEX_FULL_BLOBS) this.queueIndexWrite();
-      },
-      (err) => {
-        this.failure ??= err;
-      },
-    );
+    if (this.failure) {
+      if (p instanceof FilePackBuilder) await p.abort();
+      throw this.failure;
+    }
+    const task = (async () => {
+      let id: string;
+      let blobs;
+      if (p instanceof FilePackBuilder) {
+        const done = await p.finish(this.repo.key);
+        ({ id, blobs } = done);
+        await this.spool!.adoptFile('data', id, done.path);
+      } else {
+        const done = p.finish(this.repo.key);
+        ({ id, blobs } = done);
+        await this.repo.backend.save('data', id, done.data);
+      }
+      this.repo.index.addPack(id, blobs);
+      for (const b of blobs) this.pending[b.type].delete(b.id);
+      this.unindexed.push({ id, blobs });
+      this.unindexedBlobs += blobs.length;
+      this.stats.packs++;
+      if (this.unindexedBlobs >= INDEX_FULL_BLOBS) this.queueIndexWrite();
+    })().catch((err) => {
+      this.failure ??= err;
+    });
     const tracked = task.finally(() => this.inFlight.delete(tracked));
     this.inFlight.add(tracked);
+  }
+
+  /** Drops open packs (their temp files) after a failure; nothing refers to them. */
+  async abort(): Promise<void> {
+    await Promise.allSettled([...Object.values(this.creating)]);
+    for (const t of ['data', 'tree'] as const) {
+      const p = this.packers[t];
+      this.packers[t] = undefined;
+      if (p instanceof FilePackBuilder) await p.abort();
+    }
+    await Promise.allSettled(this.inFlight);
   }
 
   private queueIndexWrite(): void {
@@ -272,12 +312,12 @@ export class BlobWriter {
 
   /** Finishes open packs, waits for every upload, writes the index file(s). */
   async flush(): Promise<WriterStats> {
+    await Promise.allSettled([...Object.values(this.creating)]);
     for (const t of ['data', 'tree'] as const) {
       const p = this.packers[t];
-      if (p && p.count) {
-        this.packers[t] = undefined;
-        await this.upload(p);
-      }
+      this.packers[t] = undefined;
+      if (p && p.count) await this.store(p);
+      else if (p instanceof FilePackBuilder) await p.abort();
     }
     await Promise.all(this.inFlight);
     if (this.failure) throw this.failure;

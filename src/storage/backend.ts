@@ -67,3 +67,25 @@ export async function hasConfig(be: Backend): Promise<boolean> {
     throw err;
   }
 }
+
+/**
+ * Optional capability of backends on a local filesystem: the pack writer appends blobs to a temp
+ * file in `spoolDir()` and hands the finished file over with `adoptFile`, so packs never sit in
+ * memory. The temp file must be on the same filesystem as the final location.
+ */
+export interface SpoolingBackend {
+  spoolDir(): string;
+  /** Makes `tmpPath` the stored file type/name (atomic, never overwriting) and removes tmpPath. */
+  adoptFile(type: FileType, name: string, tmpPath: string): Promise<void>;
+}
+
+/** The spooling capability of a backend (looking through wrappers that expose `inner`), if any. */
+export function spoolingOf(be: Backend): SpoolingBackend | undefined {
+  let cur: unknown = be;
+  for (let i = 0; i < 4 && cur; i++) {
+    const c = cur as Partial<SpoolingBackend> & { inner?: unknown };
+    if (typeof c.spoolDir === 'function' && typeof c.adoptFile === 'function') return c as SpoolingBackend;
+    cur = c.inner;
+  }
+  return undefined;
+}

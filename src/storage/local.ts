@@ -4,7 +4,7 @@ import { promises as fsp, constants as fsc } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { StorageError, describeSystemError } from '../core/errors.js';
-import { Backend, FileInfo, FileType, FILE_TYPES, ID_RE } from './backend.js';
+import { Backend, FileInfo, FileType, FILE_TYPES, ID_RE, SpoolingBackend } from './backend.js';
 
 function mapFsError(err: unknown, what: string): StorageError {
   const e = err as NodeJS.ErrnoException;
@@ -20,7 +20,7 @@ function mapFsError(err: unknown, what: string): StorageError {
   }
 }
 
-export class LocalBackend implements Backend {
+export class LocalBackend implements Backend, SpoolingBackend {
   readonly location: string;
   readonly connections = 4;
   readonly root: string;
@@ -89,6 +89,34 @@ export class LocalBackend implements Backend {
       if (fh) await fh.close().catch(() => {});
       await fsp.unlink(tmp).catch(() => {});
       throw mapFsError(err, what);
+    }
+  }
+
+  /** Temp files go into data/00 (same filesystem; restic skips names that are not IDs). */
+  spoolDir(): string {
+    return path.join(this.root, 'data', '00');
+  }
+
+  async adoptFile(type: FileType, name: string, tmpPath: string): Promise<void> {
+    const final = this.pathOf(type, name);
+    const dir = path.dirname(final);
+    try {
+      try {
+        await fsp.link(tmpPath, final);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') {
+          await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+          await fsp.link(tmpPath, final);
+        } else if (code !== 'EEXIST' || type !== 'data') throw err;
+        // EEXIST for a pack: its name is the SHA-256 of its content, so the bytes are the same.
+      }
+      await fsp.unlink(tmpPath);
+      await fsp.chmod(final, 0o400).catch(() => {});
+      await syncDir(dir);
+    } catch (err) {
+      await fsp.unlink(tmpPath).catch(() => {});
+      throw mapFsError(err, `saving ${type}/${name}`);
     }
   }
 
