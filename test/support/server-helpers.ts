@@ -45,6 +45,7 @@ export function request(base: { port: number; ca?: string; secure?: boolean }, o
   const headers: Record<string, string | number> = { Connection: 'close', ...(o.headers ?? {}) };
   if (o.user !== undefined) headers.Authorization = 'Basic ' + Buffer.from(`${o.user}:${o.password ?? ''}`).toString('base64');
   if (body && !o.chunked) headers['Content-Length'] = body.length;
+  if (body && o.chunked) headers['Transfer-Encoding'] = 'chunked';
   const mod = base.secure === false ? http : https;
   return new Promise((resolve, reject) => {
     const req = mod.request(
