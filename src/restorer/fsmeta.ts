@@ -8,7 +8,7 @@ import { chmod, lchown, link, lutimes, open, rename, unlink, utimes } from 'node
 import * as xattr from '@napi-rs/xattr';
 import { DmctlError, TargetError, describeSystemError } from '../core/errors.js';
 import { withStringPath } from '../archiver/fsnode.js';
-import { toUnixSecondsFloat } from '../repository/gotime.js';
+import type { GoTime } from '../repository/gotime.js';
 import { goQuote } from '../repository/goquote.js';
 import { posixMode, type Node } from '../repository/tree.js';
 
@@ -60,6 +60,17 @@ async function setXattrs(path: Buffer, node: Node): Promise<void> {
 }
 
 /**
+ * A time for fs.utimes, as a numeric string. libuv turns the double back into a timespec and
+ * drops everything below a microsecond, so passing sec + nsec/1e9 lands one microsecond early
+ * whenever the double rounds down (a double near 1.7e9 s only resolves ~0.24 µs). Aiming at the
+ * middle of the wanted microsecond gives exactly floor(nsec / 1000) µs.
+ */
+export function utimeSeconds(t: GoTime): string {
+  const usec = Math.floor(t.nsec / 1000);
+  return String(t.unixSec + (usec * 1000 + 500) / 1e9);
+}
+
+/**
  * Restores a node's metadata on an existing path: lchown (when `owner` and running as root),
  * chmod (not for symlinks), extended attributes, then atime/mtime last. Every step is attempted;
  * the first failure is thrown afterwards as a TargetError.
@@ -94,13 +105,13 @@ export async function applyMetadata(path: Buffer, node: Node, opts: ApplyMetadat
     }
   }
 
-  // fs.utimes/lutimes take float seconds: for current dates a double keeps ~0.2 µs, so the last
-  // nanosecond digits restic stored are not reproduced exactly (libuv converts back to timespec).
+  // fs.utimes/lutimes take float seconds and libuv truncates them to whole microseconds, so the
+  // last three nanosecond digits restic stored cannot be reproduced (see utimeSeconds).
   // They are passed as numeric strings because Node replaces a negative *number* (before 1970)
   // with the current time, while a numeric string is taken as is.
   try {
-    const atime = String(toUnixSecondsFloat(node.atime));
-    const mtime = String(toUnixSecondsFloat(node.mtime));
+    const atime = utimeSeconds(node.atime);
+    const mtime = utimeSeconds(node.mtime);
     if (node.type === 'symlink') await lutimes(path, atime, mtime);
     else await utimes(path, atime, mtime);
   } catch (err) {
