@@ -121,6 +121,28 @@ export async function applyMetadata(path: Buffer, node: Node, opts: ApplyMetadat
   if (first) throw first;
 }
 
+const REPLACEMENT = Buffer.from('\ufffd', 'utf8');
+
+/**
+ * The bytes to give symlink(2) for a decoded `linktarget`. Trees hold link targets as Go strings:
+ * each byte that was not valid UTF-8 is stored as U+FFFD, and restic restores it as U+FFFD. The
+ * tree decoder keeps those marks as byte 0xFF (which never occurs in UTF-8) so that trees
+ * re-encode to the same bytes; here they become U+FFFD again, as restic writes them, instead of a
+ * 0xFF byte the original target may never have had.
+ */
+export function linkTargetBytes(target: Buffer): Buffer {
+  if (!target.includes(0xff)) return target;
+  const parts: Buffer[] = [];
+  let start = 0;
+  for (let i = 0; i < target.length; i++) {
+    if (target[i] !== 0xff) continue;
+    parts.push(target.subarray(start, i), REPLACEMENT);
+    start = i + 1;
+  }
+  parts.push(target.subarray(start));
+  return Buffer.concat(parts);
+}
+
 /** Linux st_rdev → [major, minor] (glibc's gnu_dev_major/minor encoding). */
 export function splitDevice(rdev: bigint): [bigint, bigint] {
   const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);

@@ -16,7 +16,7 @@ import { Node, decodeTree } from '../repository/tree.js';
 import { SnapshotEntry, SnapshotFilter, findSnapshot } from '../repository/snapshots.js';
 import { RepoLock } from '../repository/lock.js';
 import { OVERHEAD, sha256hex } from '../repository/crypto.js';
-import { applyMetadata, makeSpecial } from './fsmeta.js';
+import { applyMetadata, linkTargetBytes, makeSpecial } from './fsmeta.js';
 
 export interface RestoreOptions {
   /** ID, prefix or "latest", optionally followed by ":SUBPATH". */
@@ -184,7 +184,7 @@ export class Restorer {
   private async special(p: Buffer, node: Node): Promise<void> {
     try {
       await fsp.rm(p, { force: true, recursive: false }).catch(() => {});
-      if (node.type === 'symlink') await fsp.symlink(node.linktarget ?? Buffer.alloc(0), p);
+      if (node.type === 'symlink') await fsp.symlink(linkTargetBytes(node.linktarget ?? Buffer.alloc(0)), p);
       else await makeSpecial(p, node);
       await applyMetadata(p, node, { owner: this.owner });
       this.others++;
