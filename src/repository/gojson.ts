@@ -140,6 +140,8 @@ export class RawJson {
   constructor(readonly text: string) {}
 }
 
+const NUMBER_RE = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+
 class Parser {
   private i = 0;
   constructor(private readonly s: string, private readonly what: string) {}
@@ -198,7 +200,7 @@ class Parser {
   }
 
   number(): JsonNumber {
-    const re = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+    const re = NUMBER_RE;
     re.lastIndex = this.i;
     const m = re.exec(this.s);
     if (!m) this.fail('bad number');
@@ -209,6 +211,23 @@ class Parser {
   string(): string {
     const s = this.s;
     this.i++; // opening quote
+    // fast path: no escapes and no control characters up to the closing quote
+    const close = s.indexOf('"', this.i);
+    if (close >= 0) {
+      let plain = true;
+      for (let k = this.i; k < close; k++) {
+        const c = s.charCodeAt(k);
+        if (c === 0x5c || c < 0x20) {
+          plain = false;
+          break;
+        }
+      }
+      if (plain) {
+        const v = s.slice(this.i, close);
+        this.i = close + 1;
+        return v;
+      }
+    }
     let out = '';
     let start = this.i;
     for (;;) {

@@ -262,8 +262,20 @@ export function clampGoTimeYear(t: GoTime): GoTime {
   return { unixSec: newLocal - t.offsetSec, nsec: t.nsec, offsetSec: t.offsetSec };
 }
 
+// One-entry memo: a node's mtime and atime are usually the same instant, and neighbouring
+// entries often share times.
+let lastFormatted: { unixSec: number; nsec: number; offsetSec: number; text: string } | undefined;
+
 /** RFC3339Nano exactly as Go writes it (`2006-01-02T15:04:05.999999999Z07:00`), years clamped to 0..9999. */
 export function formatGoTime(input: GoTime): string {
+  const m = lastFormatted;
+  if (m && m.unixSec === input.unixSec && m.nsec === input.nsec && m.offsetSec === input.offsetSec) return m.text;
+  const text = formatGoTimeUncached(input);
+  lastFormatted = { unixSec: input.unixSec, nsec: input.nsec, offsetSec: input.offsetSec, text };
+  return text;
+}
+
+function formatGoTimeUncached(input: GoTime): string {
   const t = clampGoTimeYear(input);
   const c = calendar(t);
   let s = `${pad(c.year, 4)}-${pad(c.month, 2)}-${pad(c.day, 2)}T${pad(c.hour, 2)}:${pad(c.minute, 2)}:${pad(c.second, 2)}`;
@@ -309,12 +321,17 @@ export function tryParseGoTime(s: string): GoTime | undefined {
 }
 
 /** Parses an RFC3339 time (`Z` or ±hh:mm, any fraction) keeping nanoseconds and offset. */
+let lastParsed: { text: string; t: GoTime } | undefined;
+
 export function parseGoTime(s: string): GoTime {
+  const m = lastParsed;
+  if (m && m.text === s) return { ...m.t };
   const t = tryParseGoTime(s);
   if (!t) {
     throw new IntegrityError(`invalid time ${JSON.stringify(s.length > 64 ? s.slice(0, 64) + '…' : s)}`, {
       hint: 'expected RFC3339 like 2006-01-02T15:04:05.999999999Z07:00',
     });
   }
+  lastParsed = { text: s, t: { ...t } };
   return t;
 }
