@@ -163,6 +163,11 @@ export interface WriterOptions {
   /** Uploads in flight at most. */
   uploads?: number;
   progress?: ProgressFn;
+  /**
+   * Store every blob handed to save() even when the index already has it (prune's repack copies
+   * blobs out of packs that are about to be deleted). Duplicates within this writer are still skipped.
+   */
+  ignoreIndex?: boolean;
 }
 
 export interface WriterStats {
@@ -195,6 +200,7 @@ export class BlobWriter {
   private readonly maxUploads: number;
   private readonly compression: Compression;
   private readonly spool: SpoolingBackend | undefined;
+  private readonly ignoreIndex: boolean;
 
   constructor(
     private readonly repo: Repository,
@@ -205,11 +211,12 @@ export class BlobWriter {
     // Packs spooled to disk cost no memory while they are stored; in-memory packs are 16 MiB each.
     this.maxUploads = opts.uploads ?? (this.spool ? 2 : Math.max(2, Math.min(repo.backend.connections, 4)));
     this.compression = repo.version === 1 ? 'off' : (opts.compression ?? 'auto');
+    this.ignoreIndex = opts.ignoreIndex ?? false;
   }
 
   /** True if this blob is already stored or accepted for storing. */
   has(type: BlobType, id: string): boolean {
-    return this.repo.index.has(type, id) || this.pending[type].has(id);
+    return (!this.ignoreIndex && this.repo.index.has(type, id)) || this.pending[type].has(id);
   }
 
   private packer(type: BlobType): Promise<Packer> {
@@ -275,7 +282,7 @@ export class BlobWriter {
         await this.repo.backend.save('data', id, done.data);
       }
       this.repo.index.addPack(id, blobs);
-      for (const b of blobs) this.pending[b.type].delete(b.id);
+      if (!this.ignoreIndex) for (const b of blobs) this.pending[b.type].delete(b.id);
       this.unindexed.push({ id, blobs });
       this.unindexedBlobs += blobs.length;
       this.stats.packs++;
