@@ -25,7 +25,9 @@ export function nodeJson(n: Node, path: string): Record<string, unknown> {
     path,
     uid: n.uid,
     gid: n.gid,
-    ...(n.size !== undefined ? { size: Number(n.size) } : {}),
+    // restic's `ls --json` gives every file a size (0 for an empty file, whose tree node has none)
+    // and no other node type one.
+    ...(n.type === 'file' ? { size: Number(n.size ?? 0n) } : {}),
     mode: n.mode,
     mtime: formatGoTime(n.mtime),
     atime: formatGoTime(n.atime),
