@@ -52,6 +52,8 @@ interface FileJob {
   fh?: Promise<fsp.FileHandle>;
   failed?: string;
   size: number;
+  /** Something was written to the target file (so an unfinished file must be removed). */
+  started?: boolean;
 }
 
 interface Use {
@@ -103,6 +105,8 @@ export class Restorer {
   private readonly hardlinks = new Map<string, Buffer>();
   private readonly pendingLinks: { path: Buffer; to: Buffer; node: Node }[] = [];
   private readonly owner = process.getuid?.() === 0;
+  /** First fatal error of the data phase (target full or read-only): the other workers stop. */
+  private abortErr: unknown;
 
   constructor(
     private readonly repo: Repository,
@@ -246,6 +250,7 @@ export class Restorer {
   private async writeBlob(use: Use, data: Buffer): Promise<void> {
     const job = use.job;
     if (job.failed) return;
+    job.started = true;
     try {
       if (job.blobs.length === 1) {
         await fsp.rm(job.path, { force: true }).catch(() => {});
@@ -306,46 +311,71 @@ export class Restorer {
     }
     const packs = [...byPack.entries()];
     await mapLimit(packs, Math.max(2, Math.min(4, this.repo.backend.connections)), async ([packId, blobs]) => {
-      const entries = [...blobs.values()].sort((a, b) => a.loc.offset - b.loc.offset);
-      // Merge into regions: read each region with one request.
-      const regions: { start: number; end: number; items: typeof entries }[] = [];
-      for (const e of entries) {
-        const r = regions[regions.length - 1];
-        if (r && e.loc.offset - r.end <= HOLE_MERGE) {
-          r.end = Math.max(r.end, e.loc.offset + e.loc.length);
-          r.items.push(e);
-        } else regions.push({ start: e.loc.offset, end: e.loc.offset + e.loc.length, items: [e] });
-      }
-      for (const r of regions) {
-        let buf: Buffer | undefined;
-        let readErr: unknown;
-        try {
-          buf = await this.repo.backend.load('data', packId, r.start, r.end - r.start);
-        } catch (err) {
-          readErr = err;
-        }
-        for (const e of r.items) {
-          let plain: Buffer | undefined;
-          let err = readErr;
-          if (buf) {
-            try {
-              plain = await this.repo.decodeBlob(e.id, e.loc, buf.subarray(e.loc.offset - r.start, e.loc.offset - r.start + e.loc.length));
-            } catch (e2) {
-              err = e2;
-            }
-          }
-          for (const use of e.uses) {
-            if (plain) await this.writeBlob(use, plain);
-            else if (!use.job.failed) {
-              use.job.failed = 'damaged';
-              const msg = err instanceof DmctlError ? err.message : String(err);
-              this.fail(use.job.path, new IntegrityError(`pack ${packId.slice(0, 10)}: ${msg}`));
-            }
-            await this.jobBlobDone(use.job);
-          }
-        }
+      // After a fatal error (target full, read-only) every worker stops, so the clean-up in run()
+      // does not race with writes still going on.
+      if (this.abortErr) return;
+      try {
+        await this.restorePack(packId, blobs);
+      } catch (err) {
+        this.abortErr ??= err;
       }
     });
+    if (this.abortErr) throw this.abortErr;
+  }
+
+  private async restorePack(packId: string, blobs: Map<string, { id: string; loc: BlobLocation; uses: Use[] }>): Promise<void> {
+    const entries = [...blobs.values()].sort((a, b) => a.loc.offset - b.loc.offset);
+    // Merge into regions: read each region with one request.
+    const regions: { start: number; end: number; items: typeof entries }[] = [];
+    for (const e of entries) {
+      const r = regions[regions.length - 1];
+      if (r && e.loc.offset - r.end <= HOLE_MERGE) {
+        r.end = Math.max(r.end, e.loc.offset + e.loc.length);
+        r.items.push(e);
+      } else regions.push({ start: e.loc.offset, end: e.loc.offset + e.loc.length, items: [e] });
+    }
+    for (const r of regions) {
+      if (this.abortErr) return;
+      let buf: Buffer | undefined;
+      let readErr: unknown;
+      try {
+        buf = await this.repo.backend.load('data', packId, r.start, r.end - r.start);
+      } catch (err) {
+        readErr = err;
+      }
+      for (const e of r.items) {
+        let plain: Buffer | undefined;
+        let err = readErr;
+        if (buf) {
+          try {
+            plain = await this.repo.decodeBlob(e.id, e.loc, buf.subarray(e.loc.offset - r.start, e.loc.offset - r.start + e.loc.length));
+          } catch (e2) {
+            err = e2;
+          }
+        }
+        for (const use of e.uses) {
+          if (plain) await this.writeBlob(use, plain);
+          else if (!use.job.failed) {
+            use.job.failed = 'damaged';
+            const msg = err instanceof DmctlError ? err.message : String(err);
+            this.fail(use.job.path, new IntegrityError(`pack ${packId.slice(0, 10)}: ${msg}`));
+          }
+          await this.jobBlobDone(use.job);
+        }
+      }
+    }
+  }
+
+  /**
+   * After a fatal error in the data phase: removes every file that was begun but not finished, so
+   * no file with missing (zero-filled) content is left looking complete in the target.
+   */
+  private async removeUnfinished(): Promise<void> {
+    for (const job of this.jobs) {
+      if (!job.started || job.remaining === 0) continue;
+      if (job.fh) await job.fh.then((fh) => fh.close(), () => {}).catch(() => {});
+      await fsp.rm(job.path, { force: true }).catch(() => {});
+    }
   }
 
   private async links(): Promise<void> {
@@ -402,7 +432,7 @@ export class Restorer {
     const started = Date.now();
     const target = Buffer.from(path.resolve(this.opts.target));
     try {
-      await fsp.mkdir(target, { recursive: true });
+      await mkdirAll(target.toString());
     } catch (err) {
       this.targetError(target, err);
     }
@@ -414,7 +444,12 @@ export class Restorer {
       await this.walk(nodes, target, subpath, 0, false);
     }
     this.progress({ phase: 'restore', filesTotal: this.jobs.length });
-    await this.restoreData();
+    try {
+      await this.restoreData();
+    } catch (err) {
+      await this.removeUnfinished();
+      throw err;
+    }
     await this.links();
     await this.dirMetadata();
     const verified = this.opts.verify ? await this.verify() : undefined;
@@ -430,6 +465,25 @@ export class Restorer {
       errors: this.errors,
       durationMs: Date.now() - started,
     };
+  }
+}
+
+/**
+ * mkdir -p that reports the real reason: Node's recursive mkdir says ENOENT when a missing parent
+ * cannot be created (read-only file system, permissions); creating them one by one gives EROFS/EACCES.
+ */
+async function mkdirAll(dir: string): Promise<void> {
+  try {
+    await fsp.mkdir(dir, { recursive: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    const missing: string[] = [];
+    for (let d = dir; d !== path.dirname(d); d = path.dirname(d)) {
+      if (await fsp.lstat(d).then(() => true, () => false)) break;
+      missing.unshift(d);
+    }
+    for (const d of missing) await fsp.mkdir(d);
+    throw err;
   }
 }
 
