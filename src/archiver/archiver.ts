@@ -1,7 +1,7 @@
 // Backup of files and directories into a snapshot, the way restic 0.14 lays it out (reference §10):
 // the root tree mirrors the target paths as given (absolute targets from "/"), intermediate
 // directories carry their real metadata, each directory becomes a tree blob written bottom-up.
-import { promises as fsp, constants as fsc, BigIntStats } from 'node:fs';
+import { promises as fsp, constants as fsc, BigIntStats, lstatSync } from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
 import { minimatch } from 'minimatch';
@@ -14,7 +14,7 @@ import { Snapshot, encodeSnapshot } from '../repository/snapshot.js';
 import { GoTime, nowGoTime, formatGoTime as formatTime } from '../repository/gotime.js';
 import { sha256hex } from '../repository/crypto.js';
 import { nodeFromStat } from './fsnode.js';
-import { saveFile } from './file-saver.js';
+import { saveFile, saveBuffer, readSmallFile, SMALL_FILE } from './file-saver.js';
 import { RepoLock } from '../repository/lock.js';
 import { findParentSnapshot, SnapshotEntry, loadSnapshot } from '../repository/snapshots.js';
 import { currentUsername } from '../repository/key-file.js';
@@ -196,6 +196,15 @@ export class Archiver {
     }
     const hlKey = st.nlink > 1n ? `${st.dev}:${st.ino}` : undefined;
     const run = async () => {
+      if (st.size < SMALL_FILE) {
+        // Small files (most of a typical tree): one synchronous open/read/close instead of three
+        // thread-pool round trips; content goes through the same dedup and packing path.
+        const data = readSmallFile(fsPath, Number(st.size));
+        const saved = await saveBuffer(this.writer, data, (n) => {
+          this.counters.bytes += n;
+        }, this.repo.config.chunkerPolynomial);
+        return { content: saved.content, size: saved.size };
+      }
       await this.fileSem.acquire();
       let fh: fsp.FileHandle | undefined;
       try {
@@ -246,7 +255,9 @@ export class Archiver {
       const full = Buffer.concat([prefix, Buffer.from('/'), name]);
       let st: BigIntStats;
       try {
-        st = await fsp.lstat(full, { bigint: true });
+        // lstat of a listed entry: synchronous is ~10x cheaper for the main thread than a
+        // thread-pool round trip, and it only reads the inode the readdir just touched.
+        st = lstatSync(full, { bigint: true });
       } catch (err) {
         this.warn(full.toString(), err);
         return;

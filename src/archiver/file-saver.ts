@@ -1,7 +1,7 @@
 // Reads a file or stream, chunks it with restic's chunker, hashes each chunk and hands new chunks to
 // the BlobWriter. Several chunks of one file are compressed/encrypted concurrently; the content list
 // keeps file order because IDs are known as soon as a chunk is hashed.
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, openSync, readSync, closeSync, constants as fsc } from 'node:fs';
 import crypto from 'node:crypto';
 import { Chunker, MIN_SIZE } from '../chunker/chunker.js';
 import { BlobWriter } from '../repository/repository.js';
@@ -167,4 +167,42 @@ async function* coalesce(input: AsyncIterable<Uint8Array>, size: number): AsyncG
     }
   }
   if (used) yield buf.subarray(0, used);
+}
+
+/** Files below this size are read synchronously in one go (they are one chunk anyway). */
+export const SMALL_FILE = 128 * 1024;
+
+/**
+ * Reads a small file with blocking calls (cheap on the main thread when the data is cached).
+ * Reads up to sizeHint + 1 bytes and then to EOF, so a file that grew is still read whole.
+ */
+export function readSmallFile(path: string | Buffer, sizeHint: number): Buffer {
+  const fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | (fsc.O_NOATIME ?? 0));
+  try {
+    let buf = Buffer.allocUnsafe(sizeHint + 1);
+    let got = 0;
+    for (;;) {
+      if (got === buf.length) {
+        const bigger = Buffer.allocUnsafe(buf.length * 2);
+        buf.copy(bigger, 0, 0, got);
+        buf = bigger;
+      }
+      const n = readSync(fd, buf, got, buf.length - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    return buf.subarray(0, got);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Saves an in-memory file: chunked like any other (one chunk below 512 KiB). */
+export async function saveBuffer(writer: BlobWriter, data: Buffer, onBytes?: BytesFn, polynomial?: bigint): Promise<SavedContent> {
+  const sink = new ContentSink(writer, onBytes);
+  if (data.length >= MIN_SIZE) {
+    if (polynomial === undefined) throw new Error('saveBuffer: polynomial needed for data >= MIN_SIZE');
+    await chunkInto(sink, new Chunker(polynomial), (async function* () { yield data; })());
+  } else if (data.length > 0) await sink.push(data);
+  return sink.finish();
 }
