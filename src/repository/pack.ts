@@ -180,14 +180,31 @@ export class FilePackBuilder {
     return s;
   }
 
+  /** Sealed blobs not yet written (small blobs are written in batches, one writev per ~1 MiB). */
+  private batch: Buffer[] = [];
+  private batchBytes = 0;
+  private batchStart = 0;
+
   add(id: string, sealed: Buffer, uncompressedLength: number): PackedBlob {
     const b: PackedBlob = { type: this.type, id, offset: this.size, length: sealed.length, uncompressedLength };
     this.blobs.push(b);
     this.hash.update(sealed);
-    this.writes.push(writeAll(this.fh, sealed, this.size).catch((err) => (this.failure ??= err)));
-    if (this.writes.length > 64) this.writes = [Promise.all(this.writes)];
+    if (!this.batch.length) this.batchStart = this.size;
+    this.batch.push(sealed);
+    this.batchBytes += sealed.length;
     this.size += sealed.length;
+    if (this.batchBytes >= WRITE_BATCH) this.flushBatch();
     return b;
+  }
+
+  private flushBatch(): void {
+    if (!this.batch.length) return;
+    const bufs = this.batch;
+    const pos = this.batchStart;
+    this.batch = [];
+    this.batchBytes = 0;
+    this.writes.push(writevAll(this.fh, bufs, pos).catch((err) => (this.failure ??= err)));
+    if (this.writes.length > 16) this.writes = [Promise.all(this.writes)];
   }
 
   async finish(key: MasterKey): Promise<{ id: string; path: string; blobs: PackedBlob[] }> {
@@ -196,6 +213,7 @@ export class FilePackBuilder {
     len.writeUInt32LE(header.length, 0);
     this.hash.update(header);
     this.hash.update(len);
+    this.flushBatch();
     try {
       await Promise.all(this.writes);
       if (this.failure) throw this.failure;
@@ -213,6 +231,15 @@ export class FilePackBuilder {
     const { promises: fsp } = await import('node:fs');
     await fsp.unlink(this.path).catch(() => {});
   }
+}
+
+const WRITE_BATCH = 1024 * 1024;
+
+async function writevAll(fh: import('node:fs').promises.FileHandle, bufs: Buffer[], pos: number): Promise<void> {
+  if (bufs.length === 1) return writeAll(fh, bufs[0], pos);
+  const total = bufs.reduce((n, b) => n + b.length, 0);
+  const { bytesWritten } = await fh.writev(bufs, pos);
+  if (bytesWritten < total) await writeAll(fh, Buffer.concat(bufs).subarray(bytesWritten), pos + bytesWritten);
 }
 
 async function writeAll(fh: import('node:fs').promises.FileHandle, buf: Buffer, pos: number): Promise<void> {
