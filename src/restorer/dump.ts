@@ -49,7 +49,13 @@ export async function writeFileContent(repo: Repository, node: Node, out: Writab
   let next = 0;
   let bytes = 0;
   const fill = () => {
-    while (next < content.length && pending.length < readAhead) pending.push(repo.loadBlob('data', content[next++]));
+    while (next < content.length && pending.length < readAhead) {
+      const p = repo.loadBlob('data', content[next++]);
+      // A blob read ahead may fail before the writer reaches it: that is reported when awaited
+      // below, so it must not count as an unhandled rejection (which kills the process).
+      p.catch(() => {});
+      pending.push(p);
+    }
   };
   fill();
   while (pending.length) {
