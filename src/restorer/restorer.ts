@@ -346,9 +346,19 @@ export class Restorer {
       for (const e of r.items) {
         let plain: Buffer | undefined;
         let err = readErr;
-        if (buf) {
+        let raw = buf?.subarray(e.loc.offset - r.start, e.loc.offset - r.start + e.loc.length);
+        if (!raw && r.items.length > 1) {
+          // The merged read failed (e.g. the pack is truncated behind this blob): blobs of the
+          // region that are intact must still be restored, so read this one on its own.
           try {
-            plain = await this.repo.decodeBlob(e.id, e.loc, buf.subarray(e.loc.offset - r.start, e.loc.offset - r.start + e.loc.length));
+            raw = await this.repo.backend.load('data', packId, e.loc.offset, e.loc.length);
+          } catch (e2) {
+            err = e2;
+          }
+        }
+        if (raw) {
+          try {
+            plain = await this.repo.decodeBlob(e.id, e.loc, raw);
           } catch (e2) {
             err = e2;
           }
