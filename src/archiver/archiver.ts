@@ -283,10 +283,11 @@ export class Archiver {
         }
       }
     });
-    // Sub-directories: depth-first with a small fan-out, so memory follows depth, not size.
+    // Sub-directories: strictly depth-first, so memory follows depth, not size (blob storing runs
+    // behind in the writer's queue, so this does not serialise compression).
     const byName = new Map<string, Node>();
     for (const n of nodes) byName.set(n.name.toString('latin1'), n);
-    await mapLimit(subdirs, 2, async (d) => {
+    await mapLimit(subdirs, 1, async (d) => {
       const key = d.name.toString('latin1');
       const node = byName.get(key)!;
       const oldNode = old?.get(key);

@@ -8,25 +8,18 @@ import { BlobWriter } from '../repository/repository.js';
 
 /** Read size for large files and streams. */
 const READ_SIZE = 1024 * 1024;
-/** Chunks of one file being compressed/encrypted at once. */
-const CHUNKS_IN_FLIGHT = 3;
 
 export interface SavedContent {
   content: string[];
   size: number;
-  /** Plaintext bytes that were new to the repository. */
-  newBytes: number;
 }
 
 export type BytesFn = (n: number) => void;
 
-/** Consumes chunk buffers: hash, dedup, store with bounded concurrency. */
+/** Consumes chunk buffers: hash (the content list is final at once), then hand new blobs to the writer's queue. */
 class ContentSink {
   readonly content: string[] = [];
   size = 0;
-  newBytes = 0;
-  private inflight = new Set<Promise<void>>();
-  private failure: unknown;
 
   constructor(
     private readonly writer: BlobWriter,
@@ -34,30 +27,15 @@ class ContentSink {
   ) {}
 
   async push(chunk: Buffer): Promise<void> {
-    if (this.failure) throw this.failure;
     const id = crypto.createHash('sha256').update(chunk).digest('hex');
     this.content.push(id);
     this.size += chunk.length;
     this.onBytes?.(chunk.length);
-    if (this.writer.has('data', id)) return;
-    while (this.inflight.size >= CHUNKS_IN_FLIGHT) await Promise.race(this.inflight);
-    if (this.failure) throw this.failure;
-    const p = this.writer.save('data', id, chunk).then(
-      (isNew) => {
-        if (isNew) this.newBytes += chunk.length;
-      },
-      (err) => {
-        this.failure ??= err;
-      },
-    );
-    const tracked = p.finally(() => this.inflight.delete(tracked));
-    this.inflight.add(tracked);
+    await this.writer.enqueue('data', id, chunk);
   }
 
-  async finish(): Promise<SavedContent> {
-    await Promise.all(this.inflight);
-    if (this.failure) throw this.failure;
-    return { content: this.content, size: this.size, newBytes: this.newBytes };
+  finish(): SavedContent {
+    return { content: this.content, size: this.size };
   }
 }
 

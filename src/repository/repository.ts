@@ -20,6 +20,9 @@ export type Compression = 'auto' | 'off' | 'max';
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
 /** restic writes an index file once it holds this many blobs (compressed repositories). */
 const INDEX_FULL_BLOBS = 150_000;
+/** Blobs accepted by enqueue() but not yet in a pack: at most this many, and about this many bytes. */
+const MAX_QUEUED = 32;
+const MAX_QUEUED_BYTES = 24 * 1024 * 1024;
 
 export interface InitOptions {
   version?: 1 | 2;
@@ -294,6 +297,36 @@ export class BlobWriter {
     this.inFlight.add(tracked);
   }
 
+  private queued = new Set<Promise<void>>();
+  private queuedBytes = 0;
+
+  /**
+   * Like save, but returns as soon as the blob is accepted into a bounded queue (by count and
+   * bytes): the caller goes on with the next file while compression and encryption run. Failures
+   * surface from a later enqueue or from flush.
+   */
+  async enqueue(type: BlobType, id: string, plain: Buffer): Promise<void> {
+    if (this.failure) throw this.failure;
+    if (this.has(type, id)) return;
+    while (this.queued.size >= MAX_QUEUED || (this.queuedBytes >= MAX_QUEUED_BYTES && this.queued.size > 0)) {
+      await Promise.race(this.queued);
+      if (this.failure) throw this.failure;
+    }
+    if (this.has(type, id)) return;
+    this.queuedBytes += plain.length;
+    const p = this.save(type, id, plain).then(
+      () => {},
+      (err) => {
+        this.failure ??= err;
+      },
+    );
+    const tracked = p.finally(() => {
+      this.queued.delete(tracked);
+      this.queuedBytes -= plain.length;
+    });
+    this.queued.add(tracked);
+  }
+
   /** Drops open packs (their temp files) after a failure; nothing refers to them. */
   async abort(): Promise<void> {
     await Promise.allSettled([...Object.values(this.creating)]);
@@ -302,6 +335,7 @@ export class BlobWriter {
       this.packers[t] = undefined;
       if (p instanceof FilePackBuilder) await p.abort();
     }
+    await Promise.allSettled(this.queued);
     await Promise.allSettled(this.inFlight);
   }
 
@@ -319,6 +353,8 @@ export class BlobWriter {
 
   /** Finishes open packs, waits for every upload, writes the index file(s). */
   async flush(): Promise<WriterStats> {
+    await Promise.all(this.queued);
+    if (this.failure) throw this.failure;
     await Promise.allSettled([...Object.values(this.creating)]);
     for (const t of ['data', 'tree'] as const) {
       const p = this.packers[t];
