@@ -1,0 +1,22 @@
+import { Args } from '@oclif/core';
+import { DmctlCommand } from '../../base-command.js';
+import { restoreFiles } from '../../kube/datamover.js';
+import { datamoverFlags, datamoverSettings, printResult } from '../../kube/cli.js';
+
+export default class DatamoverRestoreFiles extends DmctlCommand {
+  static override summary = 'Datamover client contract: restore a snapshot from the server into PATH.';
+  static override description = 'SNAPSHOT is an id (prefix), "latest", or a tag (the latest snapshot with that tag). The directory the snapshot stored is restored into PATH, whatever its path was in the backup pod.';
+  static override args = {
+    path: Args.string({ description: 'Directory to restore into.', required: true }),
+    snapshot: Args.string({ description: 'Snapshot id, latest, or a tag.', default: 'latest' }),
+  };
+  static override flags = { ...datamoverFlags };
+
+  async run(): Promise<unknown> {
+    const { args, flags } = await this.parse(DatamoverRestoreFiles);
+    const settings = await datamoverSettings(flags);
+    const s = await restoreFiles({ settings, path: args.path, selector: args.snapshot, progress: this.progress('restore'), signal: this.abortSignal });
+    printResult({ id: s.snapshotId, files: s.files, dirs: s.dirs, bytes: s.bytes });
+    return s;
+  }
+}

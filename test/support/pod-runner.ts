@@ -1,0 +1,471 @@
+// The kubelet, the deployment controller and the pod network of the Kubernetes stand-in: every pod created in
+// KubeApiStandIn runs here as local processes of the freshly built dmctl (`node bin/run.js ARGS`).
+// - Images: only `dmctl` images (…/dmctl, dmctl:TAG, …/dmctl@sha256:…) can run; anything else ends as a pull failure
+//   (ErrImagePull, then ImagePullBackOff), the way a kubelet reports an image that does not exist.
+// - Volumes: secret / configMap → files in a folder of the pod (items honoured, updated when the object changes);
+//   persistentVolumeClaim → CLAIMS_ROOT/CLAIM (the claim object must exist, else the pod stays Unschedulable);
+//   emptyDir → a folder of the pod. Container paths are mapped onto these folders by rewriting mount paths in the
+//   command, args and env values (there are no mount namespaces here).
+// - Env: value, valueFrom secretKeyRef / configMapKeyRef / fieldRef, envFrom secretRef / configMapRef.
+// - Network: each declared containerPort gets a free 127.0.0.1 port (passed to `dmctl server start` as --address);
+//   service names (NAME.NS.svc[.cluster.local][:PORT]) in env values resolve to it; the API's service proxy too.
+// - Status: Pending → Running → Succeeded / Failed with exit codes; restartPolicy Always restarts the container;
+//   the Ready condition follows the readiness probe (httpGet). Deployments get one pod (per template generation),
+//   owned by the deployment, and readyReplicas. stdout and stderr of each container are its pod log.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, promises as fsp } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import type { KObj, KubeApiStandIn, WatchEvent } from './kube-api.js';
+import { DMCTL_BIN } from './run.js';
+
+type Dict = Record<string, unknown>;
+
+interface ContainerSpec {
+  name: string;
+  image: string;
+  command?: string[];
+  args?: string[];
+  env?: { name: string; value?: string; valueFrom?: Dict }[];
+  envFrom?: { secretRef?: { name: string }; configMapRef?: { name: string }; prefix?: string }[];
+  ports?: { containerPort: number; name?: string }[];
+  volumeMounts?: { name: string; mountPath: string; subPath?: string; readOnly?: boolean }[];
+  readinessProbe?: { httpGet?: { path?: string; port: number | string; scheme?: string }; periodSeconds?: number };
+}
+
+interface PodSpec {
+  containers: ContainerSpec[];
+  volumes?: { name: string; secret?: { secretName: string; items?: { key: string; path: string }[] }; configMap?: { name: string; items?: { key: string; path: string }[] }; persistentVolumeClaim?: { claimName: string; readOnly?: boolean }; emptyDir?: Dict }[];
+  restartPolicy?: string;
+}
+
+interface ContainerState {
+  spec: ContainerSpec;
+  proc?: ChildProcess;
+  status: Dict;
+  restarts: number;
+  ready: boolean;
+  probeTimer?: NodeJS.Timeout;
+}
+
+interface RunningPod {
+  ns: string;
+  name: string;
+  dir: string;
+  volumes: Map<string, string>;
+  ports: Map<number, number>;
+  containers: ContainerState[];
+  deleted: boolean;
+  phase: string;
+  conditions: Dict[];
+  spec: PodSpec;
+}
+
+export function isDmctlImage(image: string): boolean {
+  const noDigest = image.split('@')[0]!;
+  const last = noDigest.split('/').pop()!;
+  return last.split(':')[0] === 'dmctl';
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+export interface PodRunnerOptions {
+  /** Folder holding one sub-folder per PersistentVolumeClaim name. */
+  claimsRoot: string;
+  /** Where pods get their folders (default: a temp folder). */
+  workRoot?: string;
+  /** Extra environment for every container (e.g. DM_LOG_LEVEL). */
+  env?: Record<string, string>;
+}
+
+export class PodRunner {
+  private pods = new Map<string, RunningPod>();
+  private workRoot = '';
+  private readonly onEvent = (e: WatchEvent) => void this.handle(e).catch((err) => process.stderr.write(`pod-runner: ${(err as Error).stack}\n`));
+  /** Log of what happened (for test failure messages). */
+  readonly history: string[] = [];
+
+  constructor(readonly api: KubeApiStandIn, readonly opts: PodRunnerOptions) {}
+
+  async start(): Promise<void> {
+    this.workRoot = this.opts.workRoot ?? (await fsp.mkdtemp(path.join(os.tmpdir(), 'dm-pods-')));
+    this.api.serviceResolver = (ns, name, port) => this.resolveService(ns, name, port);
+    this.api.events.on('event', this.onEvent);
+    for (const d of this.api.list('deployments')) await this.reconcileDeployment(d);
+    for (const p of this.api.list('pods')) void this.startPod(p);
+  }
+
+  async stop(): Promise<void> {
+    this.api.events.off('event', this.onEvent);
+    await Promise.all([...this.pods.values()].map((p) => this.killPod(p)));
+    this.pods.clear();
+    await fsp.rm(this.workRoot, { recursive: true, force: true });
+  }
+
+  /** Processes still running (tests assert none are left). */
+  running(): string[] {
+    return [...this.pods.values()].filter((p) => p.containers.some((c) => c.proc && c.proc.exitCode === null && c.proc.signalCode === null)).map((p) => `${p.ns}/${p.name}`);
+  }
+
+  private async handle(e: WatchEvent): Promise<void> {
+    const o = e.object;
+    const ns = o.metadata.namespace!;
+    if (e.resource === 'deployments') {
+      if (e.type !== 'DELETED') await this.reconcileDeployment(o);
+    } else if (e.resource === 'pods') {
+      const key = `${ns}/${o.metadata.name}`;
+      if (e.type === 'ADDED') void this.startPod(o);
+      else if (e.type === 'DELETED') {
+        const p = this.pods.get(key);
+        if (p) {
+          this.pods.delete(key);
+          await this.killPod(p);
+        }
+        await this.updateOwnerStatus(o);
+      } else if (e.type === 'MODIFIED') await this.updateOwnerStatus(o);
+    } else if ((e.resource === 'secrets' || e.resource === 'configmaps') && e.type !== 'ADDED') {
+      // The kubelet refreshes secret and configMap volumes of running pods.
+      for (const p of this.pods.values()) {
+        if (p.ns !== ns || p.deleted) continue;
+        for (const v of p.spec.volumes ?? []) {
+          const ref = e.resource === 'secrets' ? v.secret?.secretName : v.configMap?.name;
+          if (ref === o.metadata.name && e.type === 'MODIFIED') await this.writeObjectVolume(p, v, o);
+        }
+      }
+    }
+  }
+
+  // ---- deployment controller --------------------------------------------------------------------
+
+  private async reconcileDeployment(d: KObj): Promise<void> {
+    const ns = d.metadata.namespace!;
+    const spec = d.spec as { template: { metadata?: { labels?: Record<string, string> }; spec: PodSpec }; replicas?: number };
+    const gen = String(d.metadata.generation ?? 1);
+    const owned = this.api.list('pods', ns).filter((p) => p.metadata.ownerReferences?.some((r) => r.uid === d.metadata.uid));
+    const current = owned.filter((p) => p.metadata.labels?.['pod-template-hash'] === gen);
+    for (const p of owned) if (!current.includes(p)) this.api.remove('pods', ns, p.metadata.name);
+    if ((spec.replicas ?? 1) > 0 && current.length === 0) {
+      this.api.create('pods', ns, {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: {
+          name: `${d.metadata.name}-${gen}-${Math.random().toString(36).slice(2, 7)}`,
+          labels: { ...(spec.template.metadata?.labels ?? {}), 'pod-template-hash': gen },
+          ownerReferences: [{ apiVersion: 'apps/v1', kind: 'Deployment', name: d.metadata.name, uid: d.metadata.uid! }],
+        },
+        spec: { ...spec.template.spec, restartPolicy: spec.template.spec.restartPolicy ?? 'Always' },
+      });
+    }
+    await this.updateDeploymentStatus(ns, d.metadata.name);
+  }
+
+  private async updateOwnerStatus(pod: KObj): Promise<void> {
+    const ref = pod.metadata.ownerReferences?.find((r) => r.kind === 'Deployment');
+    if (ref) await this.updateDeploymentStatus(pod.metadata.namespace!, ref.name);
+  }
+
+  private async updateDeploymentStatus(ns: string, name: string): Promise<void> {
+    const d = this.api.get('deployments', ns, name);
+    if (!d) return;
+    const pods = this.api.list('pods', ns).filter((p) => p.metadata.ownerReferences?.some((r) => r.uid === d.metadata.uid));
+    const ready = pods.filter((p) => ((p.status as Dict)?.conditions as Dict[] | undefined)?.some((c) => c.type === 'Ready' && c.status === 'True')).length;
+    const status = {
+      observedGeneration: d.metadata.generation,
+      replicas: pods.length,
+      updatedReplicas: pods.filter((p) => p.metadata.labels?.['pod-template-hash'] === String(d.metadata.generation)).length,
+      readyReplicas: ready,
+      availableReplicas: ready,
+      conditions: [{ type: 'Available', status: ready > 0 ? 'True' : 'False', reason: ready > 0 ? 'MinimumReplicasAvailable' : 'MinimumReplicasUnavailable' }],
+    };
+    if (JSON.stringify(status) !== JSON.stringify(d.status)) this.api.setStatus('deployments', ns, name, status);
+  }
+
+  private resolveService(ns: string, name: string, port: string): { port: number; https: boolean } | undefined {
+    const svc = this.api.get('services', ns, name);
+    if (!svc) return undefined;
+    const sspec = svc.spec as { selector?: Record<string, string>; ports?: { port: number; targetPort?: number | string; name?: string }[] };
+    const sp = sspec.ports?.find((p) => !port || String(p.port) === port || p.name === port) ?? sspec.ports?.[0];
+    if (!sp) return undefined;
+    for (const p of this.pods.values()) {
+      if (p.ns !== ns || p.deleted) continue;
+      const pod = this.api.get('pods', ns, p.name);
+      if (!pod) continue;
+      const sel = sspec.selector ?? {};
+      if (!Object.entries(sel).every(([k, v]) => pod.metadata.labels?.[k] === v)) continue;
+      let target = typeof sp.targetPort === 'number' ? sp.targetPort : sp.port;
+      if (typeof sp.targetPort === 'string') {
+        const named = p.spec.containers.flatMap((c) => c.ports ?? []).find((x) => x.name === sp.targetPort);
+        if (named) target = named.containerPort;
+      }
+      const local = p.ports.get(target);
+      if (local) return { port: local, https: true };
+    }
+    return undefined;
+  }
+
+  // ---- kubelet ------------------------------------------------------------------------------------
+
+  private setPodStatus(p: RunningPod): void {
+    if (p.deleted) return;
+    const status = {
+      phase: p.phase,
+      conditions: p.conditions,
+      podIP: '127.0.0.1',
+      startTime: new Date().toISOString(),
+      containerStatuses: p.containers.map((c) => ({ name: c.spec.name, image: c.spec.image, ready: c.ready, restartCount: c.restarts, state: c.status, started: 'running' in c.status })),
+    };
+    this.api.setStatus('pods', p.ns, p.name, status);
+  }
+
+  private async startPod(o: KObj): Promise<void> {
+    const ns = o.metadata.namespace!;
+    const key = `${ns}/${o.metadata.name}`;
+    if (this.pods.has(key)) return;
+    const spec = o.spec as PodSpec;
+    const p: RunningPod = {
+      ns,
+      name: o.metadata.name,
+      dir: path.join(this.workRoot, `${ns}-${o.metadata.name}`),
+      volumes: new Map(),
+      ports: new Map(),
+      containers: spec.containers.map((c) => ({ spec: c, status: { waiting: { reason: 'ContainerCreating' } }, restarts: 0, ready: false })),
+      deleted: false,
+      phase: 'Pending',
+      conditions: [],
+      spec,
+    };
+    this.pods.set(key, p);
+    this.history.push(`start ${key}`);
+    // Scheduling: every claim must exist.
+    for (const v of spec.volumes ?? []) {
+      const claim = v.persistentVolumeClaim?.claimName;
+      if (claim && !this.api.get('persistentvolumeclaims', ns, claim)) {
+        p.conditions = [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message: `0/1 nodes are available: persistentvolumeclaim "${claim}" not found. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.` }];
+        this.setPodStatus(p);
+        return;
+      }
+    }
+    p.conditions = [{ type: 'PodScheduled', status: 'True' }];
+    // Image pull.
+    const bad = p.containers.filter((c) => !isDmctlImage(c.spec.image));
+    if (bad.length) {
+      for (const c of bad) c.status = { waiting: { reason: 'ErrImagePull', message: `rpc error: code = NotFound desc = failed to pull and unpack image "docker.io/${c.spec.image}": failed to resolve reference "docker.io/${c.spec.image}": docker.io/${c.spec.image}: not found` } };
+      this.setPodStatus(p);
+      setTimeout(() => {
+        if (p.deleted) return;
+        for (const c of bad) c.status = { waiting: { reason: 'ImagePullBackOff', message: `Back-off pulling image "${c.spec.image}"` } };
+        this.setPodStatus(p);
+      }, 500).unref();
+      return;
+    }
+    // Volumes.
+    await fsp.mkdir(p.dir, { recursive: true });
+    for (const v of spec.volumes ?? []) {
+      if (v.persistentVolumeClaim) {
+        const dir = path.join(this.opts.claimsRoot, v.persistentVolumeClaim.claimName);
+        await fsp.mkdir(dir, { recursive: true });
+        p.volumes.set(v.name, dir);
+        continue;
+      }
+      const dir = path.join(p.dir, 'volumes', v.name);
+      await fsp.mkdir(dir, { recursive: true });
+      p.volumes.set(v.name, dir);
+      if (v.secret || v.configMap) {
+        const obj = v.secret ? this.api.get('secrets', ns, v.secret.secretName) : this.api.get('configmaps', ns, v.configMap!.name);
+        if (!obj) {
+          for (const c of p.containers) c.status = { waiting: { reason: 'ContainerCreating', message: `MountVolume.SetUp failed for volume "${v.name}": ${v.secret ? 'secret' : 'configmap'} "${v.secret?.secretName ?? v.configMap?.name}" not found` } };
+          this.setPodStatus(p);
+          return;
+        }
+        await this.writeObjectVolume(p, v, obj);
+      }
+    }
+    if (p.deleted) return;
+    for (const c of p.containers) for (const port of c.spec.ports ?? []) p.ports.set(port.containerPort, await freePort());
+    p.phase = 'Running';
+    await Promise.all(p.containers.map((c) => this.runContainer(p, c)));
+  }
+
+  private async writeObjectVolume(p: RunningPod, v: NonNullable<PodSpec['volumes']>[number], obj: KObj): Promise<void> {
+    const dir = p.volumes.get(v.name);
+    if (!dir) return;
+    const isSecret = !!v.secret;
+    const data: Record<string, Buffer> = {};
+    for (const [k, val] of Object.entries((obj.data as Record<string, string>) ?? {})) data[k] = isSecret ? Buffer.from(val, 'base64') : Buffer.from(val);
+    const items = (v.secret?.items ?? v.configMap?.items) as { key: string; path: string }[] | undefined;
+    const files = items ? items.filter((i) => data[i.key]).map((i) => [i.path, data[i.key]!] as const) : Object.entries(data);
+    // Like the kubelet's atomic writer: the folder holds exactly the current keys.
+    for (const f of await fsp.readdir(dir)) if (!files.some(([n]) => n === f)) await fsp.rm(path.join(dir, f), { recursive: true, force: true });
+    for (const [n, b] of files) {
+      await fsp.mkdir(path.dirname(path.join(dir, n)), { recursive: true });
+      await fsp.writeFile(path.join(dir, n) + '.tmp', b, { mode: 0o644 });
+      await fsp.rename(path.join(dir, n) + '.tmp', path.join(dir, n));
+    }
+  }
+
+  private mounts(p: RunningPod, c: ContainerSpec): [string, string][] {
+    return (c.volumeMounts ?? [])
+      .map((m) => [m.mountPath.replace(/\/+$/, ''), path.join(p.volumes.get(m.name)!, m.subPath ?? '')] as [string, string])
+      .sort((a, b) => b[0].length - a[0].length);
+  }
+
+  private rewrite(p: RunningPod, mounts: [string, string][], s: string): string {
+    let out = s;
+    for (const [from, to] of mounts) {
+      const re = new RegExp(escapeRe(from) + '(?=$|[/\\s\'";>|&)])', 'g');
+      out = out.replace(re, to);
+    }
+    // Service DNS names → the local port of a pod behind the service.
+    out = out.replace(/([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?(?::(\d+))?/g, (all, name: string, _x, ns: string, port: string | undefined) => {
+      const t = this.resolveService(ns, name, port ?? '');
+      return t ? `127.0.0.1:${t.port}` : all;
+    });
+    return out;
+  }
+
+  private envFor(p: RunningPod, c: ContainerSpec, mounts: [string, string][]): NodeJS.ProcessEnv {
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env.PATH,
+      HOME: path.join(p.dir, 'home'),
+      HOSTNAME: p.name,
+      TMPDIR: os.tmpdir(),
+      ...(this.opts.env ?? {}),
+    };
+    const ns = p.ns;
+    const lookup = (kind: 'secrets' | 'configmaps', name: string, key: string): string | undefined => {
+      const o = this.api.get(kind, ns, name);
+      const v = (o?.data as Record<string, string> | undefined)?.[key];
+      if (v === undefined) return undefined;
+      return kind === 'secrets' ? Buffer.from(v, 'base64').toString('utf8') : v;
+    };
+    for (const ef of c.envFrom ?? []) {
+      const kind = ef.secretRef ? 'secrets' : 'configmaps';
+      const o = this.api.get(kind, ns, (ef.secretRef ?? ef.configMapRef)!.name);
+      for (const [k, v] of Object.entries((o?.data as Record<string, string>) ?? {})) env[(ef.prefix ?? '') + k] = kind === 'secrets' ? Buffer.from(v, 'base64').toString('utf8') : v;
+    }
+    for (const e of c.env ?? []) {
+      if (e.value !== undefined) env[e.name] = e.value;
+      else if (e.valueFrom) {
+        const vf = e.valueFrom as { secretKeyRef?: { name: string; key: string }; configMapKeyRef?: { name: string; key: string }; fieldRef?: { fieldPath: string } };
+        if (vf.secretKeyRef) env[e.name] = lookup('secrets', vf.secretKeyRef.name, vf.secretKeyRef.key);
+        else if (vf.configMapKeyRef) env[e.name] = lookup('configmaps', vf.configMapKeyRef.name, vf.configMapKeyRef.key);
+        else if (vf.fieldRef?.fieldPath === 'metadata.name') env[e.name] = p.name;
+        else if (vf.fieldRef?.fieldPath === 'metadata.namespace') env[e.name] = p.ns;
+      }
+    }
+    for (const k of Object.keys(env)) if (env[k] !== undefined) env[k] = this.rewrite(p, mounts, env[k]!);
+    return env;
+  }
+
+  private async runContainer(p: RunningPod, c: ContainerState): Promise<void> {
+    if (p.deleted) return;
+    const mounts = this.mounts(p, c.spec);
+    await fsp.mkdir(path.join(p.dir, 'home'), { recursive: true });
+    let argv = [...(c.spec.command ?? ['dmctl']), ...(c.spec.args ?? [])].map((a) => this.rewrite(p, mounts, a));
+    if (argv[0] === 'dmctl' || argv[0] === '/usr/local/bin/dmctl') argv = [process.execPath, DMCTL_BIN, ...argv.slice(1)];
+    const isServer = argv[1] === DMCTL_BIN && argv[2] === 'server' && argv[3] === 'start';
+    const firstPort = c.spec.ports?.[0]?.containerPort;
+    if (isServer && firstPort) argv.push('--address', `127.0.0.1:${p.ports.get(firstPort)}`);
+    const env = this.envFor(p, c.spec, mounts);
+    this.history.push(`run ${p.ns}/${p.name}/${c.spec.name}: ${argv.slice(1).join(' ')}`);
+    const proc = spawn(argv[0]!, argv.slice(1), { cwd: p.dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    c.proc = proc;
+    c.status = { running: { startedAt: new Date().toISOString() } };
+    this.setPodStatus(p);
+    const log = (b: Buffer) => this.api.appendLog(p.ns, p.name, c.spec.name, b);
+    proc.stdout!.on('data', log);
+    proc.stderr!.on('data', log);
+    proc.on('error', (err) => log(Buffer.from(`exec: ${err.message}\n`)));
+    if (c.spec.readinessProbe?.httpGet) this.probe(p, c);
+    else if (!c.spec.readinessProbe) c.ready = true;
+    this.updateReady(p);
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => proc.once('close', (cd, sg) => resolve([cd, sg])));
+    if (c.probeTimer) clearInterval(c.probeTimer);
+    c.ready = false;
+    if (p.deleted) return;
+    const exitCode = code ?? (signal === 'SIGKILL' ? 137 : 143);
+    this.history.push(`exit ${p.ns}/${p.name}/${c.spec.name}: ${exitCode}`);
+    c.status = { terminated: { exitCode, reason: exitCode === 0 ? 'Completed' : 'Error', finishedAt: new Date().toISOString() } };
+    const policy = p.spec.restartPolicy ?? 'Always';
+    if (policy === 'Always' || (policy === 'OnFailure' && exitCode !== 0)) {
+      c.restarts++;
+      c.status = { waiting: { reason: 'CrashLoopBackOff', message: `back-off restarting failed container ${c.spec.name}` } };
+      this.updateReady(p);
+      setTimeout(() => void this.runContainer(p, c), 1000).unref();
+      return;
+    }
+    this.api.endLog(p.ns, p.name, c.spec.name);
+    if (p.containers.every((x) => 'terminated' in x.status)) {
+      p.phase = p.containers.every((x) => (x.status.terminated as { exitCode: number }).exitCode === 0) ? 'Succeeded' : 'Failed';
+    }
+    this.updateReady(p);
+  }
+
+  private updateReady(p: RunningPod): void {
+    const ready = p.phase === 'Running' && p.containers.every((c) => c.ready);
+    p.conditions = [{ type: 'PodScheduled', status: 'True' }, { type: 'Ready', status: ready ? 'True' : 'False' }, { type: 'ContainersReady', status: ready ? 'True' : 'False' }];
+    this.setPodStatus(p);
+  }
+
+  private probe(p: RunningPod, c: ContainerState): void {
+    const g = c.spec.readinessProbe!.httpGet!;
+    const cport = typeof g.port === 'number' ? g.port : c.spec.ports?.find((x) => x.name === g.port)?.containerPort;
+    const local = cport ? p.ports.get(cport) : undefined;
+    if (!local) return;
+    const mod = (g.scheme ?? 'HTTP').toUpperCase() === 'HTTPS' ? https : http;
+    const once = () => {
+      const req = mod.get({ host: '127.0.0.1', port: local, path: g.path ?? '/', rejectUnauthorized: false, timeout: 1000 }, (res) => {
+        res.resume();
+        const ok = (res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 400;
+        if (ok !== c.ready) {
+          c.ready = ok;
+          this.updateReady(p);
+        }
+      });
+      req.on('error', () => {
+        if (c.ready) {
+          c.ready = false;
+          this.updateReady(p);
+        }
+      });
+      req.on('timeout', () => req.destroy());
+    };
+    c.probeTimer = setInterval(once, 250);
+    c.probeTimer.unref();
+  }
+
+  private async killPod(p: RunningPod): Promise<void> {
+    p.deleted = true;
+    this.history.push(`kill ${p.ns}/${p.name}`);
+    await Promise.all(
+      p.containers.map(async (c) => {
+        if (c.probeTimer) clearInterval(c.probeTimer);
+        const proc = c.proc;
+        if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+        const closed = new Promise<void>((r) => proc.once('close', () => r()));
+        proc.kill('SIGTERM');
+        const t = setTimeout(() => proc.kill('SIGKILL'), 3000);
+        await closed;
+        clearTimeout(t);
+      }),
+    );
+    for (const c of p.containers) this.api.endLog(p.ns, p.name, c.spec.name);
+    if (existsSync(p.dir)) await fsp.rm(p.dir, { recursive: true, force: true });
+  }
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
