@@ -6,6 +6,7 @@ import type { BackupSummary } from '../archiver/archiver.js';
 import { UsageError } from '../core/errors.js';
 import { backupOutputValue, backupSummaryLines } from '../ui/summary.js';
 import { backupFlags, splitTags } from './backup.js';
+import { kubeRequested, runInCluster, podFlags } from '../kube/cli.js';
 
 export default class BackupStream extends DmctlCommand {
   static override summary = 'Back up a stream (stdin, or the output of a command) as one file.';
@@ -19,12 +20,14 @@ Memory stays flat however large the stream.`;
   ];
   static override strict = false;
   static override flags = {
+    ...podFlags,
     ...repoFlags,
     ...backupFlags,
     name: Flags.string({ summary: 'File name of the stream inside the snapshot (may contain /).', required: true, helpValue: 'NAME' }),
   };
 
   async run(): Promise<BackupSummary> {
+    if (kubeRequested(this.argv)) return runInCluster(this, 'backup-stream') as Promise<never>;
     const { argv, flags } = await this.parse(BackupStream);
     const sep = this.argv.indexOf('--');
     const command = sep >= 0 ? this.argv.slice(sep + 1) : (argv as string[]);

@@ -5,6 +5,7 @@ import { openRepositoryFromSettings } from '../config/open-repo.js';
 import { backup, BackupSummary } from '../archiver/archiver.js';
 import { EXIT_CODES, UsageError } from '../core/errors.js';
 import { backupOutputValue, backupSummaryLines } from '../ui/summary.js';
+import { kubeRequested, runInCluster, podFlags } from '../kube/cli.js';
 
 export const backupFlags = {
   tag: Flags.string({ summary: 'Tag the snapshot (repeatable; "a,b" adds both).', multiple: true, helpValue: 'TAG' }),
@@ -30,6 +31,7 @@ Exit code 3 means the snapshot was written but some files could not be read (the
   static override strict = false;
   static override args = { path: Args.string({ description: 'Files or directories to back up.', required: true }) };
   static override flags = {
+    ...podFlags,
     ...repoFlags,
     ...backupFlags,
     exclude: Flags.string({ char: 'e', summary: 'Exclude paths matching this glob (repeatable).', multiple: true, helpValue: 'PATTERN' }),
@@ -41,6 +43,7 @@ Exit code 3 means the snapshot was written but some files could not be read (the
   };
 
   async run(): Promise<BackupSummary> {
+    if (kubeRequested(this.argv)) return runInCluster(this, 'backup') as Promise<never>;
     const { argv, flags } = await this.parse(Backup);
     const paths = argv as string[];
     const excludes = [...(flags.exclude ?? [])];

@@ -4,6 +4,7 @@ import { openRepositoryFromSettings } from '../config/open-repo.js';
 import { dumpFile, DumpSummary } from '../restorer/dump.js';
 import { UsageError } from '../core/errors.js';
 import { filterFrom, snapshotFilterFlags } from './restore.js';
+import { kubeRequested, runInCluster, podFlags } from '../kube/cli.js';
 
 export default class RestoreStream extends DmctlCommand {
   static override summary = 'Write one file of a snapshot to stdout (the reverse of backup-stream).';
@@ -16,12 +17,14 @@ export default class RestoreStream extends DmctlCommand {
   static override enableJsonFlag = false;
   static override args = { snapshot: Args.string({ description: 'ID, ID prefix or latest.', required: true }) };
   static override flags = {
+    ...podFlags,
     ...repoFlags,
     ...snapshotFilterFlags,
     name: Flags.string({ summary: 'Path of the file in the snapshot.', helpValue: 'NAME' }),
   };
 
   async run(): Promise<DumpSummary> {
+    if (kubeRequested(this.argv)) return runInCluster(this, 'restore-stream') as Promise<never>;
     const { args, flags } = await this.parse(RestoreStream);
     if (process.stdout.isTTY) throw new UsageError('stdout is a terminal', 'redirect the output: dmctl restore-stream latest > file');
     const settings = await this.settings();

@@ -5,6 +5,7 @@ import { restore, RestoreSummary } from '../restorer/restorer.js';
 import { parseTagLists } from '../repository/snapshots.js';
 import { DmctlError, EXIT_CODES } from '../core/errors.js';
 import { formatBytes, formatClock } from '../ui/format.js';
+import { kubeRequested, runInCluster, podFlags } from '../kube/cli.js';
 
 export const snapshotFilterFlags = {
   host: Flags.string({ char: 'H', summary: 'Only snapshots of this host (repeatable).', multiple: true, helpValue: 'NAME' }),
@@ -26,6 +27,7 @@ export default class Restore extends DmctlCommand {
   ];
   static override args = { snapshot: Args.string({ description: 'ID, ID prefix or latest, optionally :SUBPATH.', required: true }) };
   static override flags = {
+    ...podFlags,
     ...repoFlags,
     ...snapshotFilterFlags,
     target: Flags.string({ char: 't', summary: 'Directory to restore into (created if missing).', required: true, helpValue: 'DIR' }),
@@ -35,6 +37,7 @@ export default class Restore extends DmctlCommand {
   };
 
   async run(): Promise<RestoreSummary> {
+    if (kubeRequested(this.argv)) return runInCluster(this, 'restore') as Promise<never>;
     const { args, flags } = await this.parse(Restore);
     const settings = await this.settings();
     const repo = await openRepositoryFromSettings(settings);

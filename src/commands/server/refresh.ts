@@ -2,6 +2,7 @@ import { Command, Flags } from '@oclif/core';
 import { DmctlError } from '../../core/errors.js';
 import { clientOptions } from '../../server/cli-support.js';
 import { adminCall } from '../../server/client.js';
+import { kubeRequested, runInCluster, serverKubeFlags } from '../../kube/cli.js';
 
 export default class ServerRefresh extends Command {
   static override enableJsonFlag = true;
@@ -9,6 +10,7 @@ export default class ServerRefresh extends Command {
   static override description = 'Open connections stay up; new connections get the new certificate. Same as sending SIGHUP to the server process.';
   static override examples = ['<%= config.bin %> server refresh --server https://127.0.0.1:8000/ --server-cert-fingerprint 3f2a... --user admin --password-file admin.pw'];
   static override flags = {
+    ...serverKubeFlags,
     server: Flags.string({ summary: 'Server URL (default DM_SERVER_URL).', helpValue: 'URL' }),
     'server-cert-fingerprint': Flags.string({ summary: 'Pin: hex SHA-256 of the server certificate.', helpValue: 'HEX' }),
     cacert: Flags.string({ summary: 'PEM CA file to verify the server certificate.', helpValue: 'FILE' }),
@@ -17,6 +19,7 @@ export default class ServerRefresh extends Command {
   };
 
   async run(): Promise<unknown> {
+    if (kubeRequested(this.argv)) return runInCluster(this, 'server-refresh') as Promise<never>;
     const { flags } = await this.parse(ServerRefresh);
     try {
       const o = await clientOptions({ server: flags.server, fingerprint: flags['server-cert-fingerprint'], cacert: flags.cacert, user: flags.user, passwordFile: flags['password-file'] });

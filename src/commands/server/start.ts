@@ -3,6 +3,7 @@ import { DmctlError } from '../../core/errors.js';
 import { resolveServerSettings } from '../../server/settings.js';
 import { startServer } from '../../server/start.js';
 import type { LogEntry } from '../../server/http.js';
+import { kubeRequested, runInCluster, serverStartKubeFlags } from '../../kube/cli.js';
 
 const LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 
@@ -19,6 +20,7 @@ Logs go to stdout as JSON lines (one per request at -v info). SIGHUP reloads use
     '<%= config.bin %> server start --repo /srv/repo --tls-cert-file cert.pem --tls-key-file key.pem --client-credentials-dir /etc/client_credentials --private-repos',
   ];
   static override flags = {
+    ...serverStartKubeFlags,
     repo: Flags.string({ char: 'r', summary: 'Repository to serve (a local path or local:PATH).', helpValue: 'LOCATION' }),
     address: Flags.string({ summary: 'Listen address (default 127.0.0.1:8000).', helpValue: 'HOST:PORT' }),
     'tls-cert-file': Flags.string({ summary: 'PEM certificate.', helpValue: 'FILE', dependsOn: ['tls-key-file'] }),
@@ -45,6 +47,7 @@ Logs go to stdout as JSON lines (one per request at -v info). SIGHUP reloads use
   };
 
   async run(): Promise<Record<string, unknown>> {
+    if (kubeRequested(this.argv)) return runInCluster(this, 'server-start') as Promise<never>;
     const { flags } = await this.parse(ServerStart);
     const level = LEVELS.indexOf(flags['log-level'] as (typeof LEVELS)[number]);
     const log = (e: LogEntry) => {

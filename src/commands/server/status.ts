@@ -2,6 +2,7 @@ import { Command, Flags } from '@oclif/core';
 import { DmctlError } from '../../core/errors.js';
 import { clientOptions } from '../../server/cli-support.js';
 import { serverStatus, type ServerStatus } from '../../server/client.js';
+import { kubeRequested, runInCluster, serverKubeFlags } from '../../kube/cli.js';
 
 export default class ServerStatusCommand extends Command {
   static override enableJsonFlag = true;
@@ -12,6 +13,7 @@ export default class ServerStatusCommand extends Command {
     'DM_SERVER_USER=admin <%= config.bin %> server status --server https://127.0.0.1:8000/ --password-file admin.pw --cacert cert.pem --json',
   ];
   static override flags = {
+    ...serverKubeFlags,
     server: Flags.string({ summary: 'Server URL (default DM_SERVER_URL).', helpValue: 'URL' }),
     'server-cert-fingerprint': Flags.string({ summary: 'Pin: hex SHA-256 of the server certificate.', helpValue: 'HEX' }),
     cacert: Flags.string({ summary: 'PEM CA file to verify the server certificate.', helpValue: 'FILE' }),
@@ -20,6 +22,7 @@ export default class ServerStatusCommand extends Command {
   };
 
   async run(): Promise<ServerStatus> {
+    if (kubeRequested(this.argv)) return runInCluster(this, 'server-status') as Promise<never>;
     const { flags } = await this.parse(ServerStatusCommand);
     try {
       const o = await clientOptions({ server: flags.server, fingerprint: flags['server-cert-fingerprint'], cacert: flags.cacert, user: flags.user, passwordFile: flags['password-file'] });

@@ -2,6 +2,7 @@ import { Command, Flags } from '@oclif/core';
 import { DmctlError } from '../../../core/errors.js';
 import { runUsersCommand } from '../../../server/users-cli.js';
 import type { UserInfo } from '../../../server/users.js';
+import { kubeRequested, runInCluster, serverKubeFlags } from '../../../kube/cli.js';
 
 export default class ServerUsersList extends Command {
   static override enableJsonFlag = true;
@@ -9,6 +10,7 @@ export default class ServerUsersList extends Command {
   static override description = 'From the users file, or from a running server (which also shows users from the credentials folder and secrets).';
   static override examples = ['<%= config.bin %> server users list --users-file users.json', '<%= config.bin %> server users list --server https://127.0.0.1:8000/ --json'];
   static override flags = {
+    ...serverKubeFlags,
     'users-file': Flags.string({ summary: 'Users file to edit directly (default DM_SERVER_USERS_FILE).', helpValue: 'FILE', exclusive: ['server'] }),
     server: Flags.string({ summary: 'Edit a running server through its admin API instead (default DM_SERVER_URL).', helpValue: 'URL' }),
     'server-cert-fingerprint': Flags.string({ summary: 'Pin: hex SHA-256 of the server certificate.', helpValue: 'HEX' }),
@@ -18,6 +20,7 @@ export default class ServerUsersList extends Command {
   };
 
   async run(): Promise<UserInfo | UserInfo[]> {
+    if (kubeRequested(this.argv)) return runInCluster(this, 'users-list') as Promise<never>;
     const { flags } = await this.parse(ServerUsersList);
     try {
       const out = await runUsersCommand({

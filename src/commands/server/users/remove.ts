@@ -2,6 +2,7 @@ import { Args, Command, Flags } from '@oclif/core';
 import { DmctlError } from '../../../core/errors.js';
 import { runUsersCommand } from '../../../server/users-cli.js';
 import type { UserInfo } from '../../../server/users.js';
+import { kubeRequested, runInCluster, serverKubeFlags } from '../../../kube/cli.js';
 
 export default class ServerUsersRemove extends Command {
   static override enableJsonFlag = true;
@@ -12,6 +13,7 @@ export default class ServerUsersRemove extends Command {
     user: Args.string({ description: 'User name.', required: true }),
   };
   static override flags = {
+    ...serverKubeFlags,
     repo: Flags.string({ char: 'r', summary: 'Repository whose key files follow the users (offline mode).', helpValue: 'LOCATION' }),
     'repo-password-file': Flags.string({ summary: 'Repository password, to write key files (offline mode).', helpValue: 'FILE' }),
     'users-file': Flags.string({ summary: 'Users file to edit directly (default DM_SERVER_USERS_FILE).', helpValue: 'FILE', exclusive: ['server'] }),
@@ -23,6 +25,7 @@ export default class ServerUsersRemove extends Command {
   };
 
   async run(): Promise<UserInfo | UserInfo[]> {
+    if (kubeRequested(this.argv)) return runInCluster(this, 'users-remove') as Promise<never>;
     const { args, flags } = await this.parse(ServerUsersRemove);
     try {
       const out = await runUsersCommand({

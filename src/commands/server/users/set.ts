@@ -2,6 +2,7 @@ import { Args, Command, Flags } from '@oclif/core';
 import { DmctlError } from '../../../core/errors.js';
 import { runUsersCommand } from '../../../server/users-cli.js';
 import type { UserInfo } from '../../../server/users.js';
+import { kubeRequested, runInCluster, serverKubeFlags } from '../../../kube/cli.js';
 
 export default class ServerUsersSet extends Command {
   static override enableJsonFlag = true;
@@ -12,6 +13,7 @@ export default class ServerUsersSet extends Command {
     user: Args.string({ description: 'User name.', required: true }),
   };
   static override flags = {
+    ...serverKubeFlags,
     role: Flags.string({ summary: 'New role.', options: ['read', 'append', 'full'] }),
     'password-file': Flags.string({ summary: 'File holding the new password.', helpValue: 'FILE' }),
     repo: Flags.string({ char: 'r', summary: 'Repository whose key files follow the users (offline mode).', helpValue: 'LOCATION' }),
@@ -25,6 +27,7 @@ export default class ServerUsersSet extends Command {
   };
 
   async run(): Promise<UserInfo | UserInfo[]> {
+    if (kubeRequested(this.argv)) return runInCluster(this, 'users-set') as Promise<never>;
     const { args, flags } = await this.parse(ServerUsersSet);
     try {
       const out = await runUsersCommand({
