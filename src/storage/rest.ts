@@ -141,6 +141,13 @@ export class RestBackend implements Backend {
 
   async save(type: FileType, name: string, data: Uint8Array, ctx?: RequestContext): Promise<void> {
     const op = `saving ${this.path(type, name)}`;
+    // rest-server refuses to overwrite (403), but other implementations (rclone serve restic)
+    // silently replace files: check first so the no-overwrite contract holds against them too.
+    const exists = await this.stat(type, name, ctx).then(() => true, (err: StorageError) => {
+      if (err.kind === 'not-found') return false;
+      throw err;
+    });
+    if (exists) throw storageError('already-exists', `${this.location}: ${op}: already exists`);
     const r = await this.call('POST', this.path(type, name), op, ctx, { body: data, headers: { accept: V2 } });
     if (r.status === 200) return;
     if (r.status === 403) {

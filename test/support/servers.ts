@@ -1,0 +1,224 @@
+// Real storage servers for integration tests, on 127.0.0.1 with random free ports, started and
+// stopped by PID: Ceph radosgw (S3), azurite (Azure Blob), Firebase's storage emulator (GCS) and
+// `rclone serve restic` (REST). See ../shared/testenv/README.md; install with
+// scripts/install-test-servers.sh.
+import { spawn, ChildProcess, execFile } from 'node:child_process';
+import { promises as fsp, existsSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** Project root (works from test/support and dist/test/support). */
+export const projectRoot = (() => {
+  let d = here;
+  while (!existsSync(path.join(d, 'package.json'))) d = path.dirname(d);
+  return d;
+})();
+const TESTENV = process.env.DMCTL_TESTENV ?? '/work/shared/testenv';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export async function waitForPort(port: number, timeoutMs: number, proc?: ChildProcess): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (proc && proc.exitCode !== null) throw new Error(`server exited with code ${proc.exitCode} before listening on ${port}`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => { s.destroy(); resolve(true); });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function killPid(pid: number | undefined, graceMs = 3000): Promise<void> {
+  if (!pid) return;
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + graceMs;
+  while (Date.now() < deadline) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    /* gone */
+  }
+}
+
+export interface Server {
+  stop(): Promise<void>;
+}
+
+function spawnServer(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): ChildProcess & { output: () => string } {
+  const child = spawn(cmd, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const keep = (c: Buffer) => {
+    out = (out + c.toString()).slice(-4000);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  return Object.assign(child, { output: () => out });
+}
+
+// ---------- Ceph radosgw (S3) ----------
+
+export interface RadosgwServer extends Server {
+  endpoint: string;
+  port: number;
+  accessKeyId: string;
+  secretAccessKey: string;
+  dir: string;
+}
+
+async function startRadosgwOnce(): Promise<RadosgwServer> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dmctl-rgw-'));
+  const [rgwPort, monPort] = [await freePort(), await freePort()];
+  // The shared script, with its fixed ports swapped for free ones.
+  // monmaptool takes a bare ip:port as msgr v2 unless the port is 6789: spell the v1 address out.
+  const script = (await fsp.readFile(path.join(TESTENV, 'ceph-rgw.sh'), 'utf8'))
+    .replaceAll('7480', String(rgwPort))
+    .replace('--add a 127.0.0.1:6789', `--addv a [v1:127.0.0.1:${monPort}]`)
+    .replaceAll('6789', String(monPort));
+  const scriptPath = path.join(dir, 'ceph-rgw.sh');
+  await fsp.writeFile(scriptPath, script, { mode: 0o755 });
+  const cluster = path.join(dir, 'c');
+  const pids = async () => {
+    const out: number[] = [];
+    for (const n of ['rgw', 'osd', 'mon']) {
+      const t = await fsp.readFile(path.join(cluster, 'run', `${n}.fgpid`), 'utf8').catch(() => '');
+      if (+t > 0) out.push(+t);
+    }
+    return out;
+  };
+  const stop = async () => {
+    for (const pid of await pids()) await killPid(pid, 4000);
+    await fsp.rm(dir, { recursive: true, force: true }).catch(() => {});
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      execFile('bash', ['-x', scriptPath, cluster], { timeout: 90_000, killSignal: 'SIGKILL' }, async (err, _stdout, stderr) => {
+        if (!err) return resolve();
+        let logs = '';
+        for (const f of ['mon.out', 'osd.out', 'osd-mkfs.out', 'rgw.out']) logs += `\n--- ${f}: ${(await fsp.readFile(path.join(cluster, 'log', f), 'utf8').catch(() => '')).slice(-400)}`;
+        reject(new Error(`ceph-rgw.sh failed: ${err.message.split('\n')[0]} ${stderr.slice(-600)}${logs}`));
+      });
+    });
+    await waitForPort(rgwPort, 10_000);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { endpoint: `http://127.0.0.1:${rgwPort}`, port: rgwPort, accessKeyId: 'DMTESTACCESSKEY', secretAccessKey: 'DMTESTSECRETKEY', dir, stop };
+}
+
+/** Starts a one-node Ceph cluster with radosgw (about 12 s, 400 MB); one retry in a fresh folder. */
+export async function startRadosgw(): Promise<RadosgwServer> {
+  try {
+    return await startRadosgwOnce();
+  } catch {
+    return startRadosgwOnce();
+  }
+}
+
+// ---------- azurite (Azure Blob) ----------
+
+export const AZURITE_ACCOUNT = 'devstoreaccount1';
+export const AZURITE_KEY = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
+
+export interface AzuriteServer extends Server {
+  endpoint: string;
+  port: number;
+  connectionString: string;
+  accountName: string;
+  accountKey: string;
+}
+
+export async function startAzurite(): Promise<AzuriteServer> {
+  const port = await freePort();
+  const bin = path.join(projectRoot, 'node_modules', '.bin', 'azurite-blob');
+  const child = spawnServer(bin, ['--blobHost', '127.0.0.1', '--blobPort', String(port), '--inMemoryPersistence', '--silent', '--disableTelemetry', '--skipApiVersionCheck', '--loose']);
+  try {
+    await waitForPort(port, 30_000, child);
+  } catch (err) {
+    await killPid(child.pid);
+    throw new Error(`azurite did not start: ${(err as Error).message}\n${child.output()}`);
+  }
+  const endpoint = `http://127.0.0.1:${port}/${AZURITE_ACCOUNT}`;
+  return {
+    endpoint,
+    port,
+    accountName: AZURITE_ACCOUNT,
+    accountKey: AZURITE_KEY,
+    connectionString: `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT};AccountKey=${AZURITE_KEY};BlobEndpoint=${endpoint};`,
+    stop: () => killPid(child.pid),
+  };
+}
+
+// ---------- GCS emulator ----------
+
+export interface GcsEmulator extends Server {
+  endpoint: string;
+  port: number;
+  /** Environment the GCS client needs against the emulator (no metadata-server probing). */
+  env: Record<string, string>;
+}
+
+export const GCS_CLIENT_ENV = { METADATA_SERVER_DETECTION: 'none', GCE_METADATA_HOST: '127.0.0.1:1', GCE_METADATA_IP: '127.0.0.1:1' };
+
+export async function startGcsEmulator(): Promise<GcsEmulator> {
+  const port = await freePort();
+  const modules = path.join(projectRoot, '.cache', 'firebase', 'node_modules');
+  if (!existsSync(path.join(modules, 'firebase-tools'))) throw new Error('firebase-tools is not installed: run scripts/install-test-servers.sh');
+  const child = spawnServer(process.execPath, [path.join(TESTENV, 'gcs-emulator.cjs')], { env: { PORT: String(port), NODE_PATH: modules } });
+  try {
+    await waitForPort(port, 30_000, child);
+  } catch (err) {
+    await killPid(child.pid);
+    throw new Error(`GCS emulator did not start: ${(err as Error).message}\n${child.output()}`);
+  }
+  return { endpoint: `http://127.0.0.1:${port}`, port, env: { ...GCS_CLIENT_ENV }, stop: () => killPid(child.pid) };
+}
+
+// ---------- rclone serve restic (REST) ----------
+
+export interface RestServer extends Server {
+  url: string;
+  port: number;
+  dir: string;
+}
+
+export async function startRcloneRestic(dir: string, extraArgs: string[] = []): Promise<RestServer> {
+  const port = await freePort();
+  await fsp.mkdir(dir, { recursive: true });
+  const child = spawnServer('rclone', ['serve', 'restic', '--addr', `127.0.0.1:${port}`, ...extraArgs, dir], { env: { RCLONE_CONFIG: '/dev/null' } });
+  try {
+    await waitForPort(port, 15_000, child);
+  } catch (err) {
+    await killPid(child.pid);
+    throw new Error(`rclone serve restic did not start: ${(err as Error).message}\n${child.output()}`);
+  }
+  return { url: `http://127.0.0.1:${port}/`, port, dir, stop: () => killPid(child.pid) };
+}
