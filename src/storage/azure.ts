@@ -28,10 +28,10 @@ export interface AzureSettings {
 }
 
 /** Resolves credentials and endpoint into a ContainerClient (shared with the object-store streams). */
-export function makeContainerClient(s: AzureSettings): ContainerClient {
+export function makeContainerClient(s: AzureSettings, sdk: { maxTries?: number } = {}): ContainerClient {
   const env = s.env ?? process.env;
   const c = s.credentials ?? {};
-  const pipeline: StoragePipelineOptions = { retryOptions: { maxTries: 1 }, keepAliveOptions: { enable: true } };
+  const pipeline: StoragePipelineOptions = { retryOptions: { maxTries: sdk.maxTries ?? 1 }, keepAliveOptions: { enable: true } };
   const connectionString = c.connectionString ?? (c.accountName || c.sas ? undefined : env.AZURE_STORAGE_CONNECTION_STRING);
   let svc: BlobServiceClient;
   if (connectionString) {

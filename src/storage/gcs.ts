@@ -22,10 +22,10 @@ export interface GcsSettings {
 }
 
 /** Builds the Storage client (shared with the object-store streams). */
-export function makeGcsBucket(s: GcsSettings): Bucket {
+export function makeGcsBucket(s: GcsSettings, sdk: { autoRetry?: boolean } = {}): Bucket {
   const env = s.env ?? process.env;
   const c = s.credentials ?? {};
-  const opts: StorageOptions = { retryOptions: { autoRetry: false, maxRetries: 0 } };
+  const opts: StorageOptions = { retryOptions: sdk.autoRetry ? { autoRetry: true, maxRetries: 4 } : { autoRetry: false, maxRetries: 0 } };
   const projectId = c.projectId ?? env.GOOGLE_PROJECT_ID ?? env.GOOGLE_CLOUD_PROJECT;
   if (projectId) opts.projectId = projectId;
   if (c.credentialsJson) {
