@@ -315,17 +315,35 @@ export class PodRunner {
     }
   }
 
-  private mounts(p: RunningPod, c: ContainerSpec): [string, string][] {
-    return (c.volumeMounts ?? [])
-      .map((m) => [m.mountPath.replace(/\/+$/, ''), path.join(p.volumes.get(m.name)!, m.subPath ?? '')] as [string, string])
-      .sort((a, b) => b[0].length - a[0].length);
+  /**
+   * Container path → local path. Mount paths map onto their volume folders; parent folders of mounts (e.g.
+   * /etc/secrets for /etc/secrets/NAME) map onto a per-container root whose entries are symlinks to the volumes.
+   */
+  private async mounts(p: RunningPod, c: ContainerSpec): Promise<[string, string][]> {
+    const out: [string, string][] = [];
+    const root = path.join(p.dir, 'root-' + c.name);
+    for (const m of c.volumeMounts ?? []) {
+      const mp = m.mountPath.replace(/\/+$/, '');
+      const local = path.join(p.volumes.get(m.name)!, m.subPath ?? '');
+      await fsp.mkdir(local, { recursive: true });
+      out.push([mp, local]);
+      const link = path.join(root, mp);
+      await fsp.mkdir(path.dirname(link), { recursive: true });
+      await fsp.rm(link, { force: true, recursive: true });
+      await fsp.symlink(local, link);
+      for (let a = path.posix.dirname(mp); a.split('/').length > 2; a = path.posix.dirname(a)) {
+        if (!out.some(([k]) => k === a) && !(c.volumeMounts ?? []).some((x) => x.mountPath.replace(/\/+$/, '') === a)) out.push([a, path.join(root, a)]);
+      }
+    }
+    return out.sort((a, b) => b[0].length - a[0].length);
   }
 
   private rewrite(p: RunningPod, mounts: [string, string][], s: string): string {
     let out = s;
-    for (const [from, to] of mounts) {
-      const re = new RegExp(escapeRe(from) + '(?=$|[/\\s\'";>|&)])', 'g');
-      out = out.replace(re, to);
+    if (mounts.length) {
+      const re = new RegExp('(?<![A-Za-z0-9_./-])(' + mounts.map(([f]) => escapeRe(f)).join('|') + ')(?=$|[/\\s\'";>|&)])', 'g');
+      const map = new Map(mounts);
+      out = out.replace(re, (m) => map.get(m) ?? m);
     }
     // Service DNS names → the local port of a pod behind the service.
     out = out.replace(/([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?(?::(\d+))?/g, (all, name: string, _x, ns: string, port: string | undefined) => {
@@ -371,7 +389,7 @@ export class PodRunner {
 
   private async runContainer(p: RunningPod, c: ContainerState): Promise<void> {
     if (p.deleted) return;
-    const mounts = this.mounts(p, c.spec);
+    const mounts = await this.mounts(p, c.spec);
     await fsp.mkdir(path.join(p.dir, 'home'), { recursive: true });
     let argv = [...(c.spec.command ?? ['dmctl']), ...(c.spec.args ?? [])].map((a) => this.rewrite(p, mounts, a));
     if (argv[0] === 'dmctl' || argv[0] === '/usr/local/bin/dmctl') argv = [process.execPath, DMCTL_BIN, ...argv.slice(1)];
@@ -384,7 +402,11 @@ export class PodRunner {
     c.proc = proc;
     c.status = { running: { startedAt: new Date().toISOString() } };
     this.setPodStatus(p);
-    const log = (b: Buffer) => this.api.appendLog(p.ns, p.name, c.spec.name, b);
+    let tail = '';
+    const log = (b: Buffer) => {
+      tail = (tail + b.toString('utf8')).slice(-600);
+      this.api.appendLog(p.ns, p.name, c.spec.name, b);
+    };
     proc.stdout!.on('data', log);
     proc.stderr!.on('data', log);
     proc.on('error', (err) => log(Buffer.from(`exec: ${err.message}\n`)));
@@ -396,7 +418,7 @@ export class PodRunner {
     c.ready = false;
     if (p.deleted) return;
     const exitCode = code ?? (signal === 'SIGKILL' ? 137 : 143);
-    this.history.push(`exit ${p.ns}/${p.name}/${c.spec.name}: ${exitCode}`);
+    this.history.push(`exit ${p.ns}/${p.name}/${c.spec.name}: ${exitCode}${exitCode ? `; log tail: ${tail.trim()}` : ''}`);
     c.status = { terminated: { exitCode, reason: exitCode === 0 ? 'Completed' : 'Error', finishedAt: new Date().toISOString() } };
     const policy = p.spec.restartPolicy ?? 'Always';
     if (policy === 'Always' || (policy === 'OnFailure' && exitCode !== 0)) {
