@@ -1,0 +1,28 @@
+# dmctl image: the CLI, the repository server (`dmctl server start`) and the datamover client contract
+# (`dmctl datamover backup_files|restore_files|backup_stream|restore_stream`). Not built in CI here (no container
+# engine on the build machines): see docs/cluster.md.
+FROM node:20-slim AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json ./
+COPY bin ./bin
+COPY src ./src
+COPY scripts ./scripts
+RUN npx tsc -p . && node scripts/gen-manifest.mjs && npm prune --omit=dev
+
+FROM node:20-slim
+# mkfifo (coreutils) and sh are in the base image: the dump pod's pipe and status file need them.
+ENV NODE_ENV=production
+WORKDIR /opt/dmctl
+COPY --from=build /src/package.json /src/oclif.manifest.json ./
+COPY --from=build /src/node_modules ./node_modules
+COPY --from=build /src/bin ./bin
+COPY --from=build /src/dist/src ./dist/src
+RUN ln -s /opt/dmctl/bin/run.js /usr/local/bin/dmctl \
+ && groupadd --gid 1000 dmctl 2>/dev/null || true \
+ && (id -u 1000 >/dev/null 2>&1 || useradd --uid 1000 --gid 1000 --home-dir /home/dmctl --create-home dmctl)
+USER 1000:1000
+ENV HOME=/home/node
+ENTRYPOINT ["dmctl"]
+CMD ["--help"]
