@@ -19,9 +19,8 @@ COPY --from=build /src/package.json /src/oclif.manifest.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/bin ./bin
 COPY --from=build /src/dist/src ./dist/src
-RUN ln -s /opt/dmctl/bin/run.js /usr/local/bin/dmctl \
- && groupadd --gid 1000 dmctl 2>/dev/null || true \
- && (id -u 1000 >/dev/null 2>&1 || useradd --uid 1000 --gid 1000 --home-dir /home/dmctl --create-home dmctl)
+RUN ln -s /opt/dmctl/bin/run.js /usr/local/bin/dmctl
+# The base image's `node` user is uid/gid 1000, which the manifests' securityContext names.
 USER 1000:1000
 ENV HOME=/home/node
 ENTRYPOINT ["dmctl"]

@@ -5,6 +5,7 @@ import { EXIT_CODES } from '../core/errors.js';
 import { check, CheckResult, parseReadDataSubset } from '../maintenance/check.js';
 import { formatBytes } from '../ui/format.js';
 import { withRepoLock } from './prune.js';
+import { kubeRequested, maintenanceKubeFlags, runInCluster } from '../kube/cli.js';
 
 export default class Check extends DmctlCommand {
   static override summary = 'Check the repository for damage.';
@@ -17,6 +18,7 @@ Each problem is printed with the ID of the damaged object. Exit code 5 when the 
     { description: 'Read a fifth of the packs each day of a 5-day cycle:', command: '<%= config.bin %> <%= command.id %> --read-data-subset 3/5' },
   ];
   static override flags = {
+    ...maintenanceKubeFlags,
     ...repoFlags,
     'read-data': Flags.boolean({ summary: 'Read and verify all data.', exclusive: ['read-data-subset'] }),
     'read-data-subset': Flags.string({ summary: 'Read and verify a subset: n/t, x% or a size.', helpValue: 'SUBSET', exclusive: ['read-data'] }),
@@ -24,6 +26,7 @@ Each problem is printed with the ID of the damaged object. Exit code 5 when the 
   };
 
   async run(): Promise<CheckResult> {
+    if (kubeRequested(this.argv)) return runInCluster(this, 'check') as Promise<never>;
     const { flags } = await this.parse(Check);
     if (flags['read-data-subset'] !== undefined) parseReadDataSubset(flags['read-data-subset']);
     const settings = await this.settings();

@@ -9,6 +9,7 @@ import { resolveSnapshotId } from '../repository/snapshots.js';
 import { Repository } from '../repository/repository.js';
 import { table } from '../ui/format.js';
 import { pruneFlags, pruneOptionsFrom, pruneReportLines, withHuman, withRepoLock, PruneCommandResult } from './prune.js';
+import { kubeRequested, maintenanceKubeFlags, runInCluster } from '../kube/cli.js';
 
 /** Every snapshot as the policy sees it: the stored JSON (time string untouched) plus its ID. */
 async function loadPolicySnapshots(repo: Repository): Promise<PolicySnapshot[]> {
@@ -57,6 +58,7 @@ export default class Forget extends DmctlCommand {
   static override strict = false;
   static override args = { id: Args.string({ description: 'Snapshot IDs (or unique prefixes) to remove.', required: false }) };
   static override flags = {
+    ...maintenanceKubeFlags,
     ...repoFlags,
     'keep-last': Flags.integer({ char: 'l', summary: 'Keep the last N snapshots.', helpValue: 'N' }),
     'keep-hourly': Flags.integer({ char: 'H', summary: 'Keep the last N hourly snapshots.', helpValue: 'N' }),
@@ -81,6 +83,7 @@ export default class Forget extends DmctlCommand {
   };
 
   async run(): Promise<ForgetGroupJson[] | { removed: string[] } | { groups: ForgetGroupJson[] | { removed: string[] }; prune: PruneCommandResult }> {
+    if (kubeRequested(this.argv)) return runInCluster(this, 'forget') as Promise<never>;
     const { argv, flags } = await this.parse(Forget);
     const ids = argv as string[];
     const policy: ForgetPolicy = {

@@ -5,6 +5,7 @@ import { prune, parseMaxUnused, parseSize, PruneOptions, PruneResult } from '../
 import { Repository } from '../repository/repository.js';
 import { RepoLock } from '../repository/lock.js';
 import { formatBytes, formatPercent } from '../ui/format.js';
+import { kubeRequested, maintenanceKubeFlags, runInCluster } from '../kube/cli.js';
 
 /** prune's flags, shared with `forget --prune`. */
 export const pruneFlags = {
@@ -121,12 +122,14 @@ export default class Prune extends DmctlCommand {
     { description: 'Remove every unused byte, repacking at most 2 GiB:', command: '<%= config.bin %> <%= command.id %> --max-unused 0 --max-repack-size 2g' },
   ];
   static override flags = {
+    ...maintenanceKubeFlags,
     ...repoFlags,
     ...pruneFlags,
     'dry-run': Flags.boolean({ char: 'n', summary: 'Only print the plan; change nothing.' }),
   };
 
   async run(): Promise<PruneCommandResult> {
+    if (kubeRequested(this.argv)) return runInCluster(this, 'prune') as Promise<never>;
     const { flags } = await this.parse(Prune);
     const opts = pruneOptionsFrom(flags);
     const settings = await this.settings();

@@ -55,6 +55,19 @@ export const serverStartKubeFlags = {
   'storage-env': Flags.string({ summary: 'With --kube: pass this variable of your environment to the server (storage credentials; repeatable).', multiple: true, helpValue: 'VAR', helpGroup: KUBE }),
 };
 
+/** forget / prune / check: no short options (-n is their --dry-run) and no --dry-run of our own (theirs goes to the pod). */
+export const maintenanceKubeFlags = {
+  kube: clusterFlags.kube,
+  kubeconfig: clusterFlags.kubeconfig,
+  context: clusterFlags.context,
+  namespace: Flags.string({ summary: 'With --kube: namespace (default: the context\'s).', helpValue: 'NS', helpGroup: KUBE }),
+  timeout: clusterFlags.timeout,
+  image: clusterFlags.image,
+  'memory-limit': clusterFlags['memory-limit'],
+  server: Flags.string({ summary: 'With --kube: run next to the storage of this dmctl server (its Secret and claim).', helpValue: 'NAME', helpGroup: KUBE }),
+  'keep-pod': Flags.boolean({ summary: 'With --kube: keep the pod after it ends (for debugging).', helpGroup: KUBE }),
+};
+
 export const datamoverFlags = {
   'credentials-dir': Flags.string({ summary: 'Client credential folder.', default: '/etc/client_credentials', helpValue: 'DIR' }),
 };
@@ -176,7 +189,8 @@ export async function runInCluster(cmd: Command, op: KubeOp): Promise<unknown> {
 
 async function dispatch(cmd: Command, op: KubeOp, flags: AnyFlags, args: AnyFlags, io: Io): Promise<unknown> {
   const target = { kubeconfig: flags.kubeconfig as string | undefined, context: flags.context as string | undefined, namespace: flags.namespace as string | undefined };
-  const dry = Boolean(flags['dry-run']) || flags.output !== undefined;
+  const maintenance = op === 'forget' || op === 'prune' || op === 'check';
+  const dry = !maintenance && (Boolean(flags['dry-run']) || flags.output !== undefined);
   const timeoutMs = parseDurationMs(flags.timeout as string | undefined, 300_000);
   const image = (flags.image as string | undefined) ?? process.env.DM_IMAGE ?? DEFAULT_IMAGE;
   const memoryLimit = flags['memory-limit'] as string | undefined;
@@ -271,10 +285,9 @@ async function dispatch(cmd: Command, op: KubeOp, flags: AnyFlags, args: AnyFlag
       const claim = c?.volumes?.find((v: Loose) => v.name === 'repo')?.persistentVolumeClaim?.claimName as string | undefined;
       const envKeys = (container?.env ?? []).filter((e: Loose) => e.valueFrom?.secretKeyRef).map((e: Loose) => e.name as string);
       const passthrough = cmd.argv.filter((a, i, all) => {
-        const kubeish = /^--(kube|kubeconfig|context|namespace|timeout|server|image|memory-limit|keep-pod|dry-run|output)(=|$)|^-n$|^-o$/;
-        if (kubeish.test(a)) return false;
+        if (/^--(kube|kubeconfig|context|namespace|timeout|server|image|memory-limit|keep-pod)(=|$)/.test(a)) return false;
         const prev = all[i - 1];
-        return !(prev && /^--(kubeconfig|context|namespace|timeout|server|image|memory-limit|output)$|^-n$|^-o$/.test(prev));
+        return !(prev && /^--(kubeconfig|context|namespace|timeout|server|image|memory-limit)$/.test(prev));
       });
       const pod = maintenancePod({ namespace: ns, image, server: s, command: op, args: passthrough, repo: repoArg, repoClaim: claim, storageEnvKeys: envKeys, memoryLimit });
       const out = await runAndReport(pod, op, claim ? [claim] : []);

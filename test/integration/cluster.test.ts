@@ -204,6 +204,15 @@ describe('cluster mode through the Kubernetes API stand-in', { timeout: 600_000 
     assert.equal(api.all().length, count);
   });
 
+  it('check --kube runs a maintenance pod next to the server\'s storage', async () => {
+    const r = await dm(['check', '--kube', '--server', 'dm']);
+    assert.equal(r.code, 0, explain(r));
+    assert.match(r.stderr, /dmctl-check-dm-[a-z0-9]+: /);
+    assert.deepEqual(dmctlPods().filter((n) => n.startsWith('dmctl-check')), []);
+    const hist = runner.history.filter((h) => h.includes('/maintenance: ')).join('\n');
+    assert.match(hist, /check --repo \S+\/claims\/repo-claim\/repo --password-file \S+/);
+  });
+
   it('server stop --kube leaves no object and no process behind', async () => {
     const r = await dm(['server', 'stop', '--kube', '--name', 'dm']);
     assert.equal(r.code, 0, explain(r));
