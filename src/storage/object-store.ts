@@ -5,7 +5,7 @@
 import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
   PutObjectCommand, GetObjectCommand, ListObjectsV2Command, DeleteObjectsCommand, DeleteObjectCommand,
@@ -43,6 +43,20 @@ export function objectKey(prefix: string, key: string): string {
   if (joined === '.' || joined === '') throw new UsageError('the object path is empty', 'give --path');
   if (joined.split('/').includes('..')) throw new UsageError(`invalid object path "${key}": '..' is not allowed`);
   return joined;
+}
+
+/** A pass-through that counts bytes (a 'data' listener on the source would start it flowing early). */
+function counting(source: Readable): { stream: Readable; bytes: () => number } {
+  let n = 0;
+  const t = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      n += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  source.on('error', (err) => t.destroy(err));
+  source.pipe(t);
+  return { stream: t, bytes: () => n };
 }
 
 /** Reads a stream into buffers of exactly `size` bytes (the last one shorter). */
@@ -159,16 +173,19 @@ class AzureObjectStore implements ObjectStore {
 
   async putStream(key: string, source: Readable): Promise<{ key: string; bytes: number }> {
     const name = objectKey(this.prefix, key);
-    let bytes = 0;
-    source.on('data', (c: Buffer) => { bytes += c.length; });
     try {
       await this.container.createIfNotExists();
-      // uploadStream keeps at most `inFlight` buffers of partSize; blocks stay invisible until the commit.
-      await this.container.getBlockBlobClient(name).uploadStream(source, this.partSize, this.inFlight);
     } catch (err) {
       throw mapAzureError(err, this.location, `uploading ${name}`);
     }
-    return { key: name, bytes };
+    const c = counting(source);
+    try {
+      // uploadStream keeps at most `inFlight` buffers of partSize; blocks stay invisible until the commit.
+      await this.container.getBlockBlobClient(name).uploadStream(c.stream, this.partSize, this.inFlight);
+    } catch (err) {
+      throw mapAzureError(err, this.location, `uploading ${name}`);
+    }
+    return { key: name, bytes: c.bytes() };
   }
 
   async getStream(key: string): Promise<Readable> {
@@ -207,14 +224,13 @@ class GcsObjectStore implements ObjectStore {
 
   async putStream(key: string, source: Readable): Promise<{ key: string; bytes: number }> {
     const name = objectKey(this.prefix, key);
-    let bytes = 0;
-    source.on('data', (c: Buffer) => { bytes += c.length; });
+    const c = counting(source);
     try {
-      await pipeline(source, this.bucket.file(name).createWriteStream({ resumable: true, validation: false, contentType: 'application/octet-stream' }));
+      await pipeline(c.stream, this.bucket.file(name).createWriteStream({ resumable: true, validation: false, contentType: 'application/octet-stream' }));
     } catch (err) {
       throw mapGcsError(err, this.location, `uploading ${name}`);
     }
-    return { key: name, bytes };
+    return { key: name, bytes: c.bytes() };
   }
 
   async getStream(key: string): Promise<Readable> {
@@ -258,10 +274,11 @@ class LocalObjectStore implements ObjectStore {
     const final = path.join(this.root, name);
     const tmp = `${final}.tmp-${crypto.randomBytes(6).toString('hex')}`;
     let bytes = 0;
-    source.on('data', (c: Buffer) => { bytes += c.length; });
     try {
       await fsp.mkdir(path.dirname(final), { recursive: true });
-      await pipeline(source, createWriteStream(tmp, { flags: 'wx', mode: 0o600 }));
+      const c = counting(source);
+      await pipeline(c.stream, createWriteStream(tmp, { flags: 'wx', mode: 0o600 }));
+      bytes = c.bytes();
       await fsp.rename(tmp, final);
     } catch (err) {
       await fsp.unlink(tmp).catch(() => {});

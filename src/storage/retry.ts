@@ -146,7 +146,7 @@ export interface RetryOptions {
   sleep?: (ms: number) => Promise<void>;
 }
 
-const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref?.());
+const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms)); // ref'd: a backoff must keep the process alive
 
 /** Shared state of one retry policy (budget, semaphore), usable for calls that are not Backend methods. */
 export class RetryPolicy {

@@ -49,6 +49,8 @@ export interface S3Settings {
 export function makeS3Client(s: S3Settings): S3Client {
   const env = s.env ?? process.env;
   const loc = s.location;
+  // The SDK writes a Node-version notice to stderr on first use; library code prints nothing.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const custom = loc.endpoint !== undefined;
   const maxSockets = Math.max(4, (s.connections ?? 5) * 2);
   const agentOpts: https.AgentOptions = { keepAlive: true, maxSockets, rejectUnauthorized: !s.insecureTls };

@@ -93,7 +93,7 @@ export interface RadosgwServer extends Server {
   dir: string;
 }
 
-async function startRadosgwOnce(): Promise<RadosgwServer> {
+async function startRadosgwOnce(opts: { memstoreBytes?: number }): Promise<RadosgwServer> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dmctl-rgw-'));
   const [rgwPort, monPort] = [await freePort(), await freePort()];
   // The shared script, with its fixed ports swapped for free ones.
@@ -101,7 +101,8 @@ async function startRadosgwOnce(): Promise<RadosgwServer> {
   const script = (await fsp.readFile(path.join(TESTENV, 'ceph-rgw.sh'), 'utf8'))
     .replaceAll('7480', String(rgwPort))
     .replace('--add a 127.0.0.1:6789', `--addv a [v1:127.0.0.1:${monPort}]`)
-    .replaceAll('6789', String(monPort));
+    .replaceAll('6789', String(monPort))
+    .replace('memstore device bytes = 2147483648', `memstore device bytes = ${opts.memstoreBytes ?? 2147483648}`);
   const scriptPath = path.join(dir, 'ceph-rgw.sh');
   await fsp.writeFile(scriptPath, script, { mode: 0o755 });
   const cluster = path.join(dir, 'c');
@@ -135,11 +136,11 @@ async function startRadosgwOnce(): Promise<RadosgwServer> {
 }
 
 /** Starts a one-node Ceph cluster with radosgw (about 12 s, 400 MB); one retry in a fresh folder. */
-export async function startRadosgw(): Promise<RadosgwServer> {
+export async function startRadosgw(opts: { memstoreBytes?: number } = {}): Promise<RadosgwServer> {
   try {
-    return await startRadosgwOnce();
+    return await startRadosgwOnce(opts);
   } catch {
-    return startRadosgwOnce();
+    return startRadosgwOnce(opts);
   }
 }
 

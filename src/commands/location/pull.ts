@@ -2,6 +2,7 @@ import { promises as fsp, createWriteStream } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
+import { Transform } from 'node:stream';
 import { Args, Command, Flags } from '@oclif/core';
 import { DmctlError, StorageError, TargetError, describeSystemError } from '../../core/errors.js';
 import { loadProfile, profileLocation, profileOptions } from '../../kanister/profile.js';
@@ -33,9 +34,9 @@ leaves a mix of old and new bytes). Prints nothing but the data for "-".`;
     try {
       const src = await store.getStream(flags.path);
       let bytes = 0;
-      src.on('data', (c: Buffer) => { bytes += c.length; });
+      const count = new Transform({ transform(chunk: Buffer, _e, cb) { bytes += chunk.length; cb(null, chunk); } });
       if (args.target === '-') {
-        await pipeline(src, process.stdout, { end: false }).catch((err) => {
+        await pipeline(src, count, process.stdout, { end: false }).catch((err) => {
           if (err instanceof StorageError) throw err;
           throw new StorageError('unreachable', `${store.location}: downloading ${flags.path}: ${describeSystemError(err)}`, { cause: err });
         });
@@ -44,7 +45,7 @@ leaves a mix of old and new bytes). Prints nothing but the data for "-".`;
       const final = path.resolve(args.target);
       const tmp = `${final}.dmctl-tmp-${crypto.randomBytes(4).toString('hex')}`;
       try {
-        await pipeline(src, createWriteStream(tmp, { mode: 0o644 }));
+        await pipeline(src, count, createWriteStream(tmp, { mode: 0o644 }));
         await fsp.rename(tmp, final);
       } catch (err) {
         await fsp.unlink(tmp).catch(() => {});
