@@ -16,7 +16,7 @@ import { Node, decodeTree } from '../repository/tree.js';
 import { SnapshotEntry, SnapshotFilter, findSnapshot } from '../repository/snapshots.js';
 import { RepoLock } from '../repository/lock.js';
 import { OVERHEAD, sha256hex } from '../repository/crypto.js';
-import { applyMetadata, linkTargetBytes, makeSpecial } from './fsmeta.js';
+import { applyMetadata, applyMetadataSync, linkTargetBytes, makeSpecial } from './fsmeta.js';
 
 export interface RestoreOptions {
   /** ID, prefix or "latest", optionally followed by ":SUBPATH". */
@@ -240,7 +240,7 @@ export class Restorer {
         await fsp.rm(job.path, { force: true }).catch(() => {});
         return;
       }
-      await applyMetadata(job.path, job.node, { owner: this.owner });
+      if (!applyMetadataSync(job.path, job.node, { owner: this.owner })) await applyMetadata(job.path, job.node, { owner: this.owner });
       this.files++;
     } catch (err) {
       this.fail(job.path, err);
@@ -253,8 +253,10 @@ export class Restorer {
     job.started = true;
     try {
       if (job.blobs.length === 1) {
+        // Creating a file is kernel work worth running on the thread pool (in parallel with
+        // decryption on the main thread); one writeFile call does open/write/close.
         await fsp.rm(job.path, { force: true }).catch(() => {});
-        await fsp.writeFile(job.path, data, { mode: 0o600 });
+        await fsp.writeFile(job.path, data, { mode: 0o600, flag: 'wx' });
       } else {
         const fh = await this.openJob(job);
         let done = 0;
@@ -508,3 +510,4 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
     await lock?.release();
   }
 }
+
