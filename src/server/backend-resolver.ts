@@ -1,26 +1,34 @@
-// Opens the Backend a server serves. For now only local paths (`/path`, `./path`, `local:/path`); the general
-// repository-URL parser replaces this later.
+// Opens the Backend a server serves: any repository location dmctl can open (local path, s3:, azure:,
+// gs:, rest:), wrapped with retries like every backend. Sub-repositories (`/a/`, `/a/b/`) are the same
+// kind of location with the segments appended to its path or prefix.
 import path from 'node:path';
-import { UsageError } from '../core/errors.js';
 import type { Backend } from '../storage/backend.js';
-import { LocalBackend } from '../storage/local.js';
+import { openBackend, BackendOptions } from '../storage/open.js';
+import { RepoLocation, parseRepositoryUrl } from '../storage/url.js';
 
 export interface ServedBackend {
   backend: Backend;
-  /** Opens a sub-repository (`/a/`, `/a/b/`) below the root, when the backend kind supports it. */
-  sub?: (segments: string[]) => Backend;
+  /** Opens a sub-repository (`/a/`, `/a/b/`) below the root. */
+  sub?: (segments: string[]) => Promise<Backend>;
 }
 
-export function openBackendForServer(url: string): ServedBackend {
-  let p: string | undefined;
-  if (url.startsWith('local:')) p = url.slice('local:'.length);
-  else if (!/^[a-z][a-z0-9+.-]*:/i.test(url) || /^[a-zA-Z]:[\\/]/.test(url)) p = url;
-  if (!p) {
-    throw new UsageError(`the server cannot open ${url.replace(/\/\/[^@/]*@/, '//***@')} yet`, 'use a local path (PATH or local:PATH)');
+function subLocation(loc: RepoLocation, segments: string[]): RepoLocation {
+  const rel = segments.join('/');
+  const join = (prefix: string) => (prefix ? `${prefix}/${rel}` : rel);
+  switch (loc.scheme) {
+    case 'local':
+      return { ...loc, path: path.join(loc.path, ...segments), display: `${loc.display}/${rel}` };
+    case 's3':
+    case 'gs':
+    case 'azure':
+      return { ...loc, prefix: join(loc.prefix), display: `${loc.display}/${rel}` };
+    case 'rest':
+      return { ...loc, url: `${loc.url}${rel}/`, display: `${loc.display}${rel}/` };
   }
-  const root = path.resolve(p);
-  return {
-    backend: new LocalBackend(root),
-    sub: (segments) => new LocalBackend(path.join(root, ...segments)),
-  };
+}
+
+export async function openBackendForServer(url: string, opts: BackendOptions = {}): Promise<ServedBackend> {
+  const loc = parseRepositoryUrl(url);
+  const backend = await openBackend(loc, opts);
+  return { backend, sub: (segments) => openBackend(subLocation(loc, segments), opts) };
 }

@@ -32,7 +32,7 @@ export interface AdminHooks {
 export interface RestServerOptions {
   backend: Backend;
   /** Opens the backend of a sub-repository (`/a/`, `/a/b/`); without it sub-repositories answer 404. */
-  subBackend?: (segments: string[]) => Backend;
+  subBackend?: (segments: string[]) => Backend | Promise<Backend>;
   users: UserStore;
   /** TLS certificate and key; absent ⇒ plain HTTP (only with --insecure-http). */
   tls?: TlsMaterial;
@@ -162,7 +162,7 @@ export class RestServer {
   readonly budget: MemoryBudget;
   private server: http.Server | https.Server;
   private throttle: FailureThrottle;
-  private subs = new Map<string, Backend>();
+  private subs = new Map<string, Promise<Backend>>();
   private sockets = new Set<Socket>();
   ready = false;
   readonly secure: boolean;
@@ -237,7 +237,7 @@ export class RestServer {
         for (const s of this.sockets) s.destroy();
       }, 2000).unref();
     });
-    for (const be of this.subs.values()) await be.close().catch(() => {});
+    for (const be of this.subs.values()) await be.then((b) => b.close()).catch(() => {});
   }
 
   private log(e: LogEntry): void {
@@ -248,14 +248,15 @@ export class RestServer {
     }
   }
 
-  private backendFor(prefix: string[]): Backend {
+  private async backendFor(prefix: string[]): Promise<Backend> {
     if (prefix.length === 0) return this.opts.backend;
     if (!this.opts.subBackend) throw new HttpError(404, 'not found');
     const key = prefix.join('/');
     let be = this.subs.get(key);
     if (!be) {
-      be = this.opts.subBackend(prefix);
+      be = Promise.resolve(this.opts.subBackend(prefix));
       this.subs.set(key, be);
+      be.catch(() => this.subs.delete(key));
     }
     return be;
   }
@@ -329,7 +330,7 @@ export class RestServer {
       route = r;
       label = typeLabel(route);
       if (this.opts.privateRepos && route.prefix[0] !== user.name) throw new HttpError(403, 'forbidden: private repository of another user');
-      const be = this.backendFor(route.prefix);
+      const be = await this.backendFor(route.prefix);
       switch (route.kind) {
         case 'create': {
           if (method !== 'POST') throw new HttpError(405, 'method not allowed', { Allow: 'POST' });

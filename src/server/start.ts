@@ -48,7 +48,7 @@ async function writeServerData(file: string, data: ServerData): Promise<void> {
 
 export async function startServer(s: ServerSettings, o: StartOptions = {}): Promise<ServerHandle> {
   const log = o.log ?? (() => {});
-  const served = openBackendForServer(s.repo);
+  const served = await openBackendForServer(s.repo);
 
   let tls: TlsMaterial | undefined;
   let certFile = s.tlsCertFile;

@@ -45,7 +45,7 @@ export async function runUsersCommand(i: UsersCommandInput, env: NodeJS.ProcessE
   let close = async () => {};
   if (i.repo) {
     if (!i.repoPasswordFile) throw new UsageError('--repo needs --repo-password-file to manage key files');
-    const served = openBackendForServer(i.repo);
+    const served = await openBackendForServer(i.repo);
     keys = new RepoKeyManager(served.backend, await readSecretFile(i.repoPasswordFile, 'repository password'));
     close = () => served.backend.close();
   }
