@@ -1,5 +1,7 @@
 // From resolved settings to an open Backend / Repository: the one place commands get them from.
 import { Backend } from '../storage/backend.js';
+import type { RepoLocation } from '../storage/url.js';
+import { parseProfile, profileLocation, profileOptions } from '../kanister/profile.js';
 import { openBackend, BackendOptions } from '../storage/open.js';
 import { Repository, InitOptions } from '../repository/repository.js';
 import { RepoSettings, requireRepository } from './settings.js';
@@ -14,15 +16,19 @@ export async function backendOptions(s: RepoSettings): Promise<BackendOptions> {
   return opts;
 }
 
-/** Location string for the repository: --repo etc., or one derived from a Kanister Profile. */
-export async function repositoryLocation(s: RepoSettings): Promise<{ location: string; opts: BackendOptions }> {
+/**
+ * Where the repository is. With a Kanister Profile (--profile/--profile-file), the profile gives the
+ * bucket, prefix and credentials: no --repo means the repository sits at the profile's prefix, a
+ * --repo PATH is a sub-path below it, and a --repo URL takes only the credentials and TLS settings.
+ */
+export async function repositoryLocation(s: RepoSettings): Promise<{ location: string | RepoLocation; opts: BackendOptions }> {
   const opts = await backendOptions(s);
-  if (!s.repository && s.profile) {
-    const mod = (await import('../kanister/profile.js')) as unknown as {
-      profileToRepository(json: string): { location: string; options: Partial<BackendOptions> };
-    };
-    const p = mod.profileToRepository(s.profile);
-    return { location: p.location, opts: { ...opts, ...p.options } };
+  if (s.profile) {
+    const p = parseProfile(s.profile);
+    const withProfile = profileOptions(p, opts);
+    if (!s.repository) return { location: profileLocation(p), opts: withProfile };
+    if (/^(s3|azure|gs|rest|local):/.test(s.repository)) return { location: s.repository, opts: withProfile };
+    return { location: profileLocation(p, s.repository), opts: withProfile };
   }
   return { location: requireRepository(s), opts };
 }
