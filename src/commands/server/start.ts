@@ -21,7 +21,7 @@ Logs go to stdout as JSON lines (one per request at -v info). SIGHUP reloads use
   ];
   static override flags = {
     ...serverStartKubeFlags,
-    repo: Flags.string({ char: 'r', summary: 'Repository to serve (a local path or local:PATH).', helpValue: 'LOCATION' }),
+    repo: Flags.string({ char: 'r', summary: 'Repository to serve (any repository location).', helpValue: 'LOCATION' }),
     address: Flags.string({ summary: 'Listen address (default 127.0.0.1:8000).', helpValue: 'HOST:PORT' }),
     'tls-cert-file': Flags.string({ summary: 'PEM certificate.', helpValue: 'FILE', dependsOn: ['tls-key-file'] }),
     'tls-key-file': Flags.string({ summary: 'PEM private key.', helpValue: 'FILE', dependsOn: ['tls-cert-file'] }),
