@@ -29,6 +29,11 @@ export default class RestoreStream extends DmctlCommand {
     if (process.stdout.isTTY) throw new UsageError('stdout is a terminal', 'redirect the output: dmctl restore-stream latest > file');
     const settings = await this.settings();
     const repo = await openRepositoryFromSettings(settings);
+    // oclif's own stdout 'error' listener rethrows everything but EPIPE as an uncaught exception
+    // (a stack trace and exit 1 when `> file` fills the disk). While the data goes to stdout,
+    // dumpFile's listener alone handles such errors and reports them as a TargetError (exit 7).
+    const oclifListeners = process.stdout.listeners('error') as ((err: Error) => void)[];
+    process.stdout.removeAllListeners('error');
     try {
       const res = await dumpFile(repo, {
         snapshot: args.snapshot,
@@ -40,6 +45,7 @@ export default class RestoreStream extends DmctlCommand {
       });
       return res;
     } finally {
+      for (const l of oclifListeners) process.stdout.on('error', l);
       await repo.backend.close();
     }
   }

@@ -2,7 +2,7 @@
 // storage latency and decryption overlap with writing. Memory: the read-ahead window only.
 import { Writable } from 'node:stream';
 import { once } from 'node:events';
-import { UsageError } from '../core/errors.js';
+import { DmctlError, TargetError, UsageError, describeSystemError } from '../core/errors.js';
 import { ProgressFn, noProgress } from '../core/progress.js';
 import { Repository } from '../repository/repository.js';
 import { Node } from '../repository/tree.js';
@@ -58,14 +58,41 @@ export async function writeFileContent(repo: Repository, node: Node, out: Writab
     }
   };
   fill();
+  // Output failures (disk full behind `> file`, reader gone from a pipe) arrive either as a throw
+  // from write() (files are written synchronously) or as an 'error' event (pipes): both become one
+  // TargetError instead of an uncaught exception with a stack trace.
+  let outErr: unknown;
+  out.on('error', (err) => {
+    outErr ??= err;
+  });
   while (pending.length) {
     const buf = await pending.shift()!;
     fill();
-    if (!out.write(buf)) await once(out, 'drain');
+    if (outErr) throw outputError(outErr);
+    let flowing: boolean;
+    try {
+      flowing = out.write(buf);
+      if (!flowing) await once(out, 'drain');
+    } catch (err) {
+      throw outputError(outErr ?? err);
+    }
     bytes += buf.length;
     progress({ phase: 'restore', bytesDone: bytes });
   }
+  // Everything handed to the stream has been written (or has failed) once this callback runs.
+  await new Promise<void>((resolve) => out.write(Buffer.alloc(0), () => resolve()));
+  if (outErr) throw outputError(outErr);
   return bytes;
+}
+
+function outputError(err: unknown): DmctlError {
+  if (err instanceof DmctlError) return err;
+  const code = (err as NodeJS.ErrnoException).code;
+  const why = code === 'EPIPE' ? 'the reading end of the pipe was closed' : describeSystemError(err);
+  return new TargetError(`cannot write the output: ${why}`, {
+    cause: err,
+    hint: code === 'ENOSPC' || code === 'EDQUOT' ? 'free space where the output goes; the repository is unchanged' : undefined,
+  });
 }
 
 export async function dumpFile(repo: Repository, opts: DumpOptions): Promise<DumpSummary> {
