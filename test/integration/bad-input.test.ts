@@ -9,7 +9,7 @@ import { mkdtempSync, promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { EXIT_CODES } from '../../src/core/errors.js';
-import { ToolEnv, toolEnv, dmctl, ok, run, RunResult } from '../support/run.js';
+import { ToolEnv, toolEnv, dmctl, ok, run, RunResult, DMCTL_BIN } from '../support/run.js';
 import { oneErrorLine, seededBytes, hashTree } from '../support/proc.js';
 
 let work: string;
@@ -265,6 +265,27 @@ test('restore into a full file system: exit 7 saying so, no file with wrong byte
   for (const [rel, h] of await hashTree(full)) {
     assert.equal(h, treeFiles.get(path.relative(restoredRoot, path.join(full, rel))), `${rel} left with wrong content (--json run)`);
   }
+});
+
+test('restore-stream into a full file system: exit 7, one line, no stack trace', async () => {
+  const full = path.join(work, 'full-stream');
+  await mountTmpfs(full, 'size=2m');
+  const out = path.join(full, 'big.bin');
+  const sh = `exec "$0" "$1" restore-stream "$2" --name "$3" > "$4"`;
+  const r = await run('sh', ['-c', sh, process.execPath, DMCTL_BIN, treeSnap, path.join(src, 'big.bin'), out], {
+    env: { DM_REPOSITORY: t.repo, DM_PASSWORD: t.password, HOME: t.home, NO_COLOR: '1' },
+  });
+  const msg = failsWith(r, EXIT_CODES.TARGET, 'restore-stream into a full file system');
+  assert.match(msg, /no space left/);
+});
+
+test('restore-stream into a pipe closed early (| head): exit 7, one line', async () => {
+  const sh = `set -o pipefail; "$0" "$1" restore-stream "$2" --name "$3" | head -c 1000 > /dev/null`;
+  const r = await run('bash', ['-c', sh, process.execPath, DMCTL_BIN, treeSnap, path.join(src, 'big.bin')], {
+    env: { DM_REPOSITORY: t.repo, DM_PASSWORD: t.password, HOME: t.home, NO_COLOR: '1' },
+  });
+  const msg = failsWith(r, EXIT_CODES.TARGET, 'restore-stream | head');
+  assert.match(msg, /pipe/);
 });
 
 test('the repository is intact after all of the above', async () => {
