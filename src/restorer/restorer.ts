@@ -11,6 +11,7 @@ import { DmctlError, IntegrityError, TargetError, UsageError, describeSystemErro
 import { mapLimit } from '../core/limit.js';
 import { ProgressFn, noProgress } from '../core/progress.js';
 import { Repository } from '../repository/repository.js';
+import { spoolingOf } from '../storage/backend.js';
 import { BlobLocation } from '../repository/index-file.js';
 import { Node, decodeTree } from '../repository/tree.js';
 import { SnapshotEntry, SnapshotFilter, findSnapshot } from '../repository/snapshots.js';
@@ -62,6 +63,9 @@ interface Use {
 }
 
 const HOLE_MERGE = 1024 * 1024;
+/** Files (or bytes of content) collected before their data is restored. */
+const BATCH_FILES = 4000;
+const BATCH_BYTES = 512 * 1024 * 1024;
 
 export function splitSnapshotSpec(spec: string): { id: string; subpath: string } {
   const i = spec.indexOf(':');
@@ -100,7 +104,9 @@ export class Restorer {
   private dirs = 0;
   private others = 0;
   private bytes = 0;
-  private readonly jobs: FileJob[] = [];
+  private jobs: FileJob[] = [];
+  private batchBytes = 0;
+  private verified = 0;
   private readonly dirMeta: { path: Buffer; node: Node; depth: number }[] = [];
   private readonly hardlinks = new Map<string, Buffer>();
   private readonly pendingLinks: { path: Buffer; to: Buffer; node: Node }[] = [];
@@ -164,6 +170,7 @@ export class Restorer {
         this.dirMeta.push({ path: p, node, depth });
       } else if (node.type === 'file') {
         this.addFile(p, node);
+        if (this.jobs.length >= BATCH_FILES || this.batchBytes >= BATCH_BYTES) await this.flushBatch();
       } else {
         await this.special(p, node);
       }
@@ -219,6 +226,7 @@ export class Restorer {
       off += size;
     }
     this.jobs.push({ path: p, node, blobs, remaining: blobs.length, size: off });
+    this.batchBytes += off;
   }
 
   private async openJob(job: FileJob): Promise<fsp.FileHandle> {
@@ -312,7 +320,8 @@ export class Restorer {
       }
     }
     const packs = [...byPack.entries()];
-    await mapLimit(packs, Math.max(2, Math.min(4, this.repo.backend.connections)), async ([packId, blobs]) => {
+    // Local packs: two at a time is enough to keep both cores busy; remote ones hide latency.
+    await mapLimit(packs, spoolingOf(this.repo.backend) ? 2 : Math.max(2, Math.min(4, this.repo.backend.connections)), async ([packId, blobs]) => {
       // After a fatal error (target full, read-only) every worker stops, so the clean-up in run()
       // does not race with writes still going on.
       if (this.abortErr) return;
@@ -390,6 +399,24 @@ export class Restorer {
     }
   }
 
+  /**
+   * Restores the data of the files collected so far, then forgets them. Batching keeps memory
+   * bounded by the batch, not by the number of files in the snapshot; files are collected in tree
+   * order, which is the order backups wrote their blobs, so batches mostly touch different packs.
+   */
+  private async flushBatch(): Promise<void> {
+    if (!this.jobs.length) return;
+    try {
+      await this.restoreData();
+    } catch (err) {
+      await this.removeUnfinished();
+      throw err;
+    }
+    if (this.opts.verify) this.verified += await this.verify();
+    this.jobs = [];
+    this.batchBytes = 0;
+  }
+
   private async links(): Promise<void> {
     for (const l of this.pendingLinks) {
       try {
@@ -455,16 +482,10 @@ export class Restorer {
     } else {
       await this.walk(nodes, target, subpath, 0, false);
     }
-    this.progress({ phase: 'restore', filesTotal: this.jobs.length });
-    try {
-      await this.restoreData();
-    } catch (err) {
-      await this.removeUnfinished();
-      throw err;
-    }
+    await this.flushBatch();
     await this.links();
     await this.dirMetadata();
-    const verified = this.opts.verify ? await this.verify() : undefined;
+    const verified = this.opts.verify ? this.verified : undefined;
     this.progress({ phase: 'restore', filesDone: this.files, bytesDone: this.bytes, done: true });
     return {
       snapshotId: snap.id,
