@@ -278,6 +278,9 @@ export abstract class DmctlCommand extends Command {
 
   /** Prints one Kanister phase-output line on stdout (see src/kanister/output.ts). */
   protected phaseOutput(key: string, value: string): void {
+    // Under --json stdout is one JSON document (which holds the same values); Kanister phases
+    // read the plain output.
+    if (this.jsonEnabled()) return;
     process.stdout.write(phaseOutputLine(key, value));
   }
 
