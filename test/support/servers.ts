@@ -2,7 +2,7 @@
 // stopped by PID: Ceph radosgw (S3), azurite (Azure Blob), Firebase's storage emulator (GCS) and
 // `rclone serve restic` (REST). See ../shared/testenv/README.md; install with
 // scripts/install-test-servers.sh.
-import { spawn, ChildProcess, execFile } from 'node:child_process';
+import { spawn, ChildProcess, execFile, ExecFileOptionsWithStringEncoding } from 'node:child_process';
 import { promises as fsp, existsSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -120,12 +120,19 @@ async function startRadosgwOnce(opts: { memstoreBytes?: number }): Promise<Rados
   };
   try {
     await new Promise<void>((resolve, reject) => {
-      execFile('bash', ['-x', scriptPath, cluster], { timeout: 90_000, killSignal: 'SIGKILL' }, async (err, _stdout, stderr) => {
+      // Own process group: on a timeout the whole group (script, ceph tools, daemons) is killed,
+      // so a hung `radosgw-admin` or `ceph` call is not left behind.
+      const child = execFile('bash', ['-x', scriptPath, cluster], { detached: true, encoding: 'utf8' } as ExecFileOptionsWithStringEncoding, async (err: Error | null, _stdout: string, stderr: string) => {
+        clearTimeout(timer);
         if (!err) return resolve();
+        try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ }
         let logs = '';
         for (const f of ['mon.out', 'osd.out', 'osd-mkfs.out', 'rgw.out']) logs += `\n--- ${f}: ${(await fsp.readFile(path.join(cluster, 'log', f), 'utf8').catch(() => '')).slice(-400)}`;
         reject(new Error(`ceph-rgw.sh failed: ${err.message.split('\n')[0]} ${stderr.slice(-600)}${logs}`));
       });
+      const timer = setTimeout(() => {
+        try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ }
+      }, 90_000);
     });
     await waitForPort(rgwPort, 10_000);
   } catch (err) {
