@@ -121,12 +121,12 @@ export class Restorer {
     this.progress = opts.progress ?? noProgress;
   }
 
-  private selected(snapPath: string, isDir: boolean): 'yes' | 'no' | 'descend' {
+  private selected(snapPath: string, isDir: boolean, parentIncluded = false): 'yes' | 'no' | 'descend' {
     const { include, exclude } = this.opts;
     if (exclude?.length) {
       for (const p of exclude) if (minimatch(snapPath, p, { dot: true }) || minimatch(path.posix.basename(snapPath), p, { dot: true })) return 'no';
     }
-    if (!include?.length) return 'yes';
+    if (parentIncluded || !include?.length) return 'yes';
     for (const p of include) {
       if (minimatch(snapPath, p, { dot: true }) || minimatch(path.posix.basename(snapPath), p, { dot: true })) return 'yes';
       if (isDir && minimatch(snapPath, p, { dot: true, partial: true })) return 'descend';
@@ -152,7 +152,8 @@ export class Restorer {
   private async walk(nodes: Node[], dir: Buffer, snapDir: string, depth: number, all: boolean): Promise<void> {
     for (const node of nodes) {
       const snapPath = snapDir === '/' ? `/${node.name.toString()}` : `${snapDir}/${node.name.toString()}`;
-      const sel = all ? 'yes' : this.selected(snapPath, node.type === 'dir');
+      // Inside an included directory everything is included, but excludes still apply at every depth.
+      const sel = all && !this.opts.exclude?.length ? 'yes' : this.selected(snapPath, node.type === 'dir', all);
       if (sel === 'no') continue;
       const p = joinPath(dir, node.name);
       if (node.type === 'dir') {
