@@ -2,10 +2,16 @@
 export class Semaphore {
   private waiting: (() => void)[] = [];
   private active = 0;
-  constructor(private readonly max: number) {}
+  constructor(readonly size: number) {
+    if (!(size >= 1)) throw new RangeError('semaphore size must be >= 1');
+  }
+
+  get inUse(): number {
+    return this.active;
+  }
 
   async acquire(): Promise<void> {
-    if (this.active < this.max) {
+    if (this.active < this.size) {
       this.active++;
       return;
     }
@@ -14,7 +20,7 @@ export class Semaphore {
 
   release(): void {
     const next = this.waiting.shift();
-    if (next) next();
+    if (next) next(); // the slot passes directly to the next waiter
     else this.active--;
   }
 

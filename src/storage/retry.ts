@@ -92,37 +92,9 @@ export function describeNetworkError(err: unknown): { kind: StorageErrorKind; te
   return undefined;
 }
 
-/** A counting semaphore (bounded concurrency). */
-export class Semaphore {
-  private active = 0;
-  private readonly waiters: (() => void)[] = [];
-  constructor(readonly size: number) {
-    if (!(size >= 1)) throw new RangeError('semaphore size must be >= 1');
-  }
-  get inUse(): number {
-    return this.active;
-  }
-  async acquire(): Promise<void> {
-    if (this.active < this.size) {
-      this.active++;
-      return;
-    }
-    await new Promise<void>((resolve) => this.waiters.push(resolve));
-  }
-  release(): void {
-    const next = this.waiters.shift();
-    if (next) next(); // the slot passes directly to the next waiter
-    else this.active--;
-  }
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    await this.acquire();
-    try {
-      return await fn();
-    } finally {
-      this.release();
-    }
-  }
-}
+import { Semaphore } from '../core/limit.js';
+/** The one semaphore of the project, re-exported for the providers. */
+export { Semaphore };
 
 export interface RetryOptions {
   /** Attempts per operation, including the first (default 6). */
