@@ -52,6 +52,9 @@ export async function initRepositoryFromSettings(s: RepoSettings, opts: InitOpti
   const be = await openBackendFromSettings(s);
   const password = await s.password({ confirm: true });
   try {
+    // The bucket / container first: Repository.init looks for an existing config before it creates
+    // the layout, and on a missing bucket that look fails with bucket-missing (create is idempotent).
+    await be.create();
     return await Repository.init(be, password, opts);
   } finally {
     password.fill(0);
