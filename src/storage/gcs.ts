@@ -38,11 +38,16 @@ export function makeGcsBucket(s: GcsSettings, sdk: { autoRetry?: boolean } = {})
   let endpoint = s.location.endpoint ?? (env.STORAGE_EMULATOR_HOST ? env.STORAGE_EMULATOR_HOST : undefined);
   if (endpoint) {
     if (!/^https?:\/\//.test(endpoint)) endpoint = `http://${endpoint}`;
-    opts.apiEndpoint = endpoint.replace(/\/+$/, '');
+    opts.apiEndpoint = endpoint.replace(/\/+$/, '').replace(/\/storage\/v1$/, '');
     opts.useAuthWithCustomEndpoint = c.credentialsJson !== undefined;
     if (!opts.projectId) opts.projectId = 'dmctl';
   }
-  return new Storage(opts).bucket(s.location.bucket);
+  const storage = new Storage(opts);
+  // With STORAGE_EMULATOR_HOST in the process environment the library takes that value verbatim as
+  // its JSON API base URL (no /storage/v1), so bucket and metadata requests miss the API path. The
+  // endpoint resolved above wins, with the API path the library uses for any other endpoint.
+  if (opts.apiEndpoint) storage.baseUrl = `${opts.apiEndpoint}/storage/v1`;
+  return storage.bucket(s.location.bucket);
 }
 
 export function mapGcsError(err: unknown, location: string, op: string): StorageError {
