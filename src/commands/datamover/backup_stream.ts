@@ -6,6 +6,7 @@ import { backupOutputValue } from '../../ui/summary.js';
 
 export default class DatamoverBackupStream extends DmctlCommand {
   static override summary = 'Datamover client contract: store what is written into FILE (a pipe) as one file of a snapshot.';
+  static override examples = [{ description: 'In the dump pod, store what the dump container writes into the shared fifo:', command: 'PROTOCOLS=restic-rest:8000 SERVER_URL=https://dm.ns.svc:8000/ SERVER_DATA=/etc/server/data <%= config.bin %> <%= command.id %> /shared/dump.fifo --name db.sql' }];
   static override description = 'FILE is created as a fifo when missing. With --status-file, the writer\'s exit status (written there after it closes the pipe) decides: anything but 0 means no snapshot.';
   static override args = { file: Args.string({ description: 'The pipe (or file) to read.', required: true }) };
   static override flags = {

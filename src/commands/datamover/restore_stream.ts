@@ -5,6 +5,7 @@ import { datamoverFlags, datamoverSettings, printResult } from '../../kube/cli.j
 
 export default class DatamoverRestoreStream extends DmctlCommand {
   static override summary = 'Datamover client contract: write one file of a snapshot into FILE (a pipe the reader consumes).';
+  static override examples = [{ description: 'Feed the latest dump into a fifo a restore container reads:', command: 'PROTOCOLS=restic-rest:8000 SERVER_URL=https://dm.ns.svc:8000/ SERVER_DATA=/etc/server/data <%= config.bin %> <%= command.id %> /shared/restore.fifo --name db.sql' }];
   static override args = { file: Args.string({ description: 'The pipe (or file) to write.', required: true }) };
   static override flags = {
     ...datamoverFlags,
