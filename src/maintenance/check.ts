@@ -6,11 +6,14 @@
 // repository is an answer, not a failure of check.
 
 import crypto from 'node:crypto';
+import os from 'node:os';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { DmctlError, UsageError } from '../core/errors.js';
 import { mapLimit } from '../core/limit.js';
 import { ProgressFn, noProgress, throttleProgress } from '../core/progress.js';
 import { listAll } from '../storage/backend.js';
-import { open } from '../repository/crypto.js';
+import { MasterKey, open } from '../repository/crypto.js';
+import { decompress } from '../repository/compression.js';
 import { decodeIndex, IndexFile } from '../repository/index-file.js';
 import { decodeHeader, expectedPackSize, PackedBlob, readPackHeader } from '../repository/pack.js';
 import { Repository } from '../repository/repository.js';
@@ -207,13 +210,20 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   let packsRead = 0;
   let bytesRead = 0;
   const readList = [...toRead];
-  await mapLimit(readList, 2, async ([id, size]) => {
-    abortIfAsked();
-    errors.push(...(await readPack(repo, id, size, packIndex.get(id)!.blobs)));
-    packsRead++;
-    bytesRead += size;
-    progress({ phase: 'read data', filesDone: packsRead, filesTotal: readList.length, bytesDone: bytesRead });
-  });
+  const threads = Math.max(1, Math.min(os.availableParallelism(), 8));
+  const pool = readList.length > 1 ? VerifyPool.create(repo.key, threads) : undefined;
+  try {
+    // As many packs in flight as there are verifiers (reading is fast next to verifying).
+    await mapLimit(readList, pool ? threads : 2, async ([id, size]) => {
+      abortIfAsked();
+      errors.push(...(await readPack(repo, id, size, packIndex.get(id)!.blobs, pool)));
+      packsRead++;
+      bytesRead += size;
+      progress({ phase: 'read data', filesDone: packsRead, filesTotal: readList.length, bytesDone: bytesRead });
+    });
+  } finally {
+    await pool?.close();
+  }
 
   return {
     snapshots: snapIds.length,
@@ -316,9 +326,8 @@ async function checkTrees(
   return seen.size;
 }
 
-/** Reads one whole pack: its hash, its header against the index, every blob's MAC and hash. */
-async function readPack(repo: Repository, id: string, size: number, indexBlobs: readonly PackedBlob[]): Promise<CheckProblem[]> {
-  const out: CheckProblem[] = [];
+/** Reads one whole pack and verifies it (on a worker thread when one is available). */
+async function readPack(repo: Repository, id: string, size: number, indexBlobs: readonly PackedBlob[], pool: VerifyPool | undefined): Promise<CheckProblem[]> {
   let data: Buffer;
   try {
     data = await repo.backend.load('data', id, 0, size);
@@ -326,30 +335,127 @@ async function readPack(repo: Repository, id: string, size: number, indexBlobs: 
     if (err instanceof DmctlError && err.code.startsWith('storage-') && err.code !== 'storage-not-found' && err.code !== 'storage-other') throw err;
     return [{ kind: 'pack-missing', id, message: `pack ${id}: cannot be read: ${describe(err)}` }];
   }
+  if (pool) return pool.verify(id, data, indexBlobs);
+  return verifyPackBytes(repo.key, id, data, indexBlobs);
+}
+
+/** A pack's bytes against its name, its header against the index, every blob's MAC and hash. */
+export async function verifyPackBytes(key: MasterKey, id: string, data: Buffer, indexBlobs: readonly PackedBlob[], blobConcurrency = 4): Promise<CheckProblem[]> {
+  const out: CheckProblem[] = [];
   const hash = crypto.createHash('sha256').update(data).digest('hex');
   if (hash !== id) out.push({ kind: 'pack-hash', id, message: `pack ${id}: content hash is ${hash}, not its name (the pack is damaged)` });
   let header: PackedBlob[];
   try {
+    if (data.length < 4 + 32) throw new Error(`pack too small (${data.length} bytes)`);
     const hlen = data.readUInt32LE(data.length - 4);
     if (hlen < 32 || hlen > data.length - 4) throw new Error(`invalid header length ${hlen}`);
-    header = decodeHeader(open(repo.key, data.subarray(data.length - 4 - hlen, data.length - 4), `pack ${id} header`), `pack ${id}`);
+    header = decodeHeader(open(key, data.subarray(data.length - 4 - hlen, data.length - 4), `pack ${id} header`), `pack ${id}`);
+    out.push(...compareHeader(id, indexBlobs, header));
   } catch (err) {
     out.push({ kind: 'pack-header', id, message: `pack ${id}: header cannot be read: ${describe(err)}` });
     header = [...indexBlobs];
   }
-  if (out.length === 0 || out[0].kind === 'pack-hash') out.push(...compareHeader(id, indexBlobs, header));
-  // Every blob the header (or, if unreadable, the index) lists.
-  const blobs = header;
-  await mapLimit(blobs, 4, async (b) => {
+  // Every blob the header (or, if it is unreadable, the index) lists.
+  await mapLimit(header, blobConcurrency, async (b) => {
+    const what = `${b.type} blob ${b.id} in pack ${id}`;
     if (b.offset + b.length > data.length) {
-      out.push({ kind: 'blob', id: b.id, message: `${b.type} blob ${b.id} in pack ${id}: extends beyond the end of the pack` });
+      out.push({ kind: 'blob', id: b.id, message: `${what}: extends beyond the end of the pack` });
       return;
     }
     try {
-      await repo.decodeBlob(b.id, { packId: id, type: b.type, offset: b.offset, length: b.length, uncompressedLength: b.uncompressedLength }, data.subarray(b.offset, b.offset + b.length));
+      let plain = open(key, data.subarray(b.offset, b.offset + b.length), what);
+      if (b.uncompressedLength) {
+        plain = await decompress(plain, what);
+        if (plain.length !== b.uncompressedLength) throw new Error(`decompressed size ${plain.length} != ${b.uncompressedLength}`);
+      }
+      if (crypto.createHash('sha256').update(plain).digest('hex') !== b.id) throw new Error('content does not match its ID');
     } catch (err) {
-      out.push({ kind: 'blob', id: b.id, message: `${b.type} blob ${b.id} in pack ${id}: ${describe(err)}` });
+      out.push({ kind: 'blob', id: b.id, message: `${what}: ${describe(err)}` });
     }
   });
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker threads for --read-data: decryption, decompression and hashing of whole packs run on as
+// many threads as there are cores, while the main thread only reads packs. This file is also the
+// worker's entry point (see the bottom).
+
+const WORKER_TAG = 'dmctl-check-verify';
+
+interface VerifyRequest { seq: number; id: string; data: Uint8Array; blobs: PackedBlob[] }
+interface VerifyReply { seq: number; problems: CheckProblem[] }
+
+class VerifyPool {
+  private readonly workers: Worker[] = [];
+  private readonly idle: Worker[] = [];
+  private readonly waiting: (() => void)[] = [];
+  private readonly pending = new Map<number, (p: CheckProblem[]) => void>();
+  private seq = 0;
+  readonly owner = new Map<number, Worker>();
+
+  private constructor() {}
+
+  static create(key: MasterKey, size: number): VerifyPool | undefined {
+    const pool = new VerifyPool();
+    try {
+      for (let i = 0; i < size; i++) {
+        const w = new Worker(new URL(import.meta.url), { workerData: { tag: WORKER_TAG, key: { encrypt: key.encrypt, macK: key.macK, macR: key.macR } } });
+        w.on('error', (err) => {
+          // A worker that dies fails every request it holds.
+          for (const [seq, done] of pool.pending) if (pool.owner.get(seq) === w) done([{ kind: 'pack-header', id: '', message: `verifier thread failed: ${describe(err)}` }]);
+        });
+        w.on('message', (m: VerifyReply) => {
+          const done = pool.pending.get(m.seq);
+          pool.pending.delete(m.seq);
+          pool.owner.delete(m.seq);
+          pool.release(w);
+          done?.(m.problems);
+        });
+        pool.workers.push(w);
+        pool.idle.push(w);
+      }
+    } catch {
+      void pool.close();
+      return undefined;
+    }
+    return pool;
+  }
+
+  private release(w: Worker): void {
+    const next = this.waiting.shift();
+    this.idle.push(w);
+    next?.();
+  }
+
+  async verify(id: string, data: Buffer, blobs: readonly PackedBlob[]): Promise<CheckProblem[]> {
+    while (!this.idle.length) await new Promise<void>((r) => this.waiting.push(r));
+    const w = this.idle.pop()!;
+    const seq = ++this.seq;
+    // Hand the bytes over without a copy when the buffer owns its memory.
+    const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
+    const bytes = own ? data : Uint8Array.prototype.slice.call(data);
+    return new Promise<CheckProblem[]>((resolve) => {
+      this.pending.set(seq, resolve);
+      this.owner.set(seq, w);
+      w.postMessage({ seq, id, data: bytes, blobs: [...blobs] } satisfies VerifyRequest, [bytes.buffer as ArrayBuffer]);
+    });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
+
+if (!isMainThread && (workerData as { tag?: string } | null)?.tag === WORKER_TAG) {
+  const k = (workerData as { key: { encrypt: Uint8Array; macK: Uint8Array; macR: Uint8Array } }).key;
+  const key: MasterKey = { encrypt: Buffer.from(k.encrypt), macK: Buffer.from(k.macK), macR: Buffer.from(k.macR) };
+  parentPort!.on('message', (req: VerifyRequest) => {
+    const data = Buffer.from(req.data.buffer, req.data.byteOffset, req.data.byteLength);
+    // One blob at a time: the threads already run in parallel, and memory stays at about one pack.
+    verifyPackBytes(key, req.id, data, req.blobs, 1).then(
+      (problems) => parentPort!.postMessage({ seq: req.seq, problems } satisfies VerifyReply),
+      (err) => parentPort!.postMessage({ seq: req.seq, problems: [{ kind: 'pack-header', id: req.id, message: `pack ${req.id}: ${describe(err)}` }] } satisfies VerifyReply),
+    );
+  });
 }
