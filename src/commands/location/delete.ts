@@ -1,14 +1,18 @@
-import { Command, Flags } from '@oclif/core';
-import { DmctlError } from '../../core/errors.js';
+import { Flags } from '@oclif/core';
+import { DmctlCommand } from '../../base-command.js';
 import { loadProfile, profileLocation, profileOptions } from '../../kanister/profile.js';
 import { openObjectStore } from '../../storage/object-store.js';
 
-export default class LocationDelete extends Command {
+export default class LocationDelete extends DmctlCommand {
   static override summary = 'Delete every object whose key starts with the given path (kando prefix delete).';
   static override description = `kando-compatible: removes every key starting with join(Location.prefix, --path) — a string prefix,
 so --path backups/db also removes backups/db2. Prints nothing; --json prints {prefix, deleted}.`;
-  static override examples = [`<%= config.bin %> location delete --path backups/db.sql --profile '{{ toJson .Profile }}'`];
-  static override enableJsonFlag = true;
+  static override examples = [
+    {
+      description: 'Delete a dump (and every key that starts with the same string) under the profile prefix:',
+      command: `<%= config.bin %> location delete --path backups/db.sql --profile '{{ toJson .Profile }}'`,
+    },
+  ];
   static override flags = {
     path: Flags.string({ char: 's', summary: 'Key prefix under the profile prefix.', required: true }),
     profile: Flags.string({ char: 'p', summary: 'Kanister Profile JSON ({{ toJson .Profile }}).' }),
@@ -24,13 +28,5 @@ so --path backups/db also removes backups/db2. Prints nothing; --json prints {pr
     } finally {
       await store.close();
     }
-  }
-
-  protected override async catch(err: Error & { exitCode?: number }): Promise<unknown> {
-    if (err instanceof DmctlError && !this.jsonEnabled()) {
-      this.logToStderr(`dmctl: ${err.message}${err.hint ? `\nhint: ${err.hint}` : ''}`);
-      this.exit(err.exitCode);
-    }
-    return super.catch(err);
   }
 }

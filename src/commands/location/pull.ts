@@ -3,21 +3,27 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
-import { Args, Command, Flags } from '@oclif/core';
-import { DmctlError, StorageError, TargetError, describeSystemError } from '../../core/errors.js';
+import { Args, Flags } from '@oclif/core';
+import { DmctlCommand } from '../../base-command.js';
+import { StorageError, TargetError, describeSystemError } from '../../core/errors.js';
 import { loadProfile, profileLocation, profileOptions } from '../../kanister/profile.js';
 import { openObjectStore } from '../../storage/object-store.js';
 
-export default class LocationPull extends Command {
+export default class LocationPull extends DmctlCommand {
   static override summary = 'Stream an object from the store a Kanister profile points at to a file or stdout.';
   static override description = `kando-compatible: reads join(Location.prefix, --path) from Location.bucket. A file target is written
 under a temporary name and renamed when complete (kando writes in place without truncating; dmctl never
 leaves a mix of old and new bytes). Prints nothing but the data for "-".`;
   static override examples = [
-    `<%= config.bin %> location pull - --path backups/db.sql --profile '{{ toJson .Profile }}' | psql db`,
-    '<%= config.bin %> location pull ./dump.tar --path backups/dump.tar --profile-file /etc/kanister/profile.json',
+    {
+      description: 'Restore a dump into psql straight from the object store:',
+      command: `<%= config.bin %> location pull - --path backups/db.sql --profile '{{ toJson .Profile }}' | psql db`,
+    },
+    {
+      description: 'Download to a file, with the profile in a file (keeps credentials out of the process list):',
+      command: '<%= config.bin %> location pull ./dump.tar --path backups/dump.tar --profile-file /etc/kanister/profile.json',
+    },
   ];
-  static override enableJsonFlag = true;
   static override args = {
     target: Args.string({ required: true, description: 'file to write, or - for stdout' }),
   };
@@ -56,13 +62,5 @@ leaves a mix of old and new bytes). Prints nothing but the data for "-".`;
     } finally {
       await store.close();
     }
-  }
-
-  protected override async catch(err: Error & { exitCode?: number }): Promise<unknown> {
-    if (err instanceof DmctlError && !this.jsonEnabled()) {
-      this.logToStderr(`dmctl: ${err.message}${err.hint ? `\nhint: ${err.hint}` : ''}`);
-      this.exit(err.exitCode);
-    }
-    return super.catch(err);
   }
 }

@@ -1,19 +1,25 @@
 import { createReadStream, promises as fsp } from 'node:fs';
-import { Args, Command, Flags } from '@oclif/core';
-import { DmctlError, UsageError } from '../../core/errors.js';
+import { Args, Flags } from '@oclif/core';
+import { DmctlCommand } from '../../base-command.js';
+import { UsageError } from '../../core/errors.js';
 import { loadProfile, profileLocation, profileOptions } from '../../kanister/profile.js';
 import { openObjectStore } from '../../storage/object-store.js';
 
-export default class LocationPush extends Command {
+export default class LocationPush extends DmctlCommand {
   static override summary = 'Stream a file or stdin to the object store a Kanister profile points at.';
   static override description = `kando-compatible: the object key is join(Location.prefix, --path) in Location.bucket of the profile.
 The upload streams with bounded memory (8 MiB parts), so a stream of any size can be pushed; the object
 appears only once it is complete. Prints nothing (like kando for object stores); --json prints {key, bytes}.`;
   static override examples = [
-    `pg_dump db | <%= config.bin %> location push - --path backups/db.sql --profile '{{ toJson .Profile }}'`,
-    '<%= config.bin %> location push ./dump.tar --path backups/dump.tar --profile-file /etc/kanister/profile.json',
+    {
+      description: 'Stream a database dump to the object store (bounded memory, whatever its size):',
+      command: `pg_dump db | <%= config.bin %> location push - --path backups/db.sql --profile '{{ toJson .Profile }}'`,
+    },
+    {
+      description: 'Upload a file, with the profile in a file (keeps credentials out of the process list):',
+      command: '<%= config.bin %> location push ./dump.tar --path backups/dump.tar --profile-file /etc/kanister/profile.json',
+    },
   ];
-  static override enableJsonFlag = true;
   static override args = {
     source: Args.string({ required: true, description: 'file to upload, or - for stdin' }),
   };
@@ -42,13 +48,5 @@ appears only once it is complete. Prints nothing (like kando for object stores);
     } finally {
       await store.close();
     }
-  }
-
-  protected override async catch(err: Error & { exitCode?: number }): Promise<unknown> {
-    if (err instanceof DmctlError && !this.jsonEnabled()) {
-      this.logToStderr(`dmctl: ${err.message}${err.hint ? `\nhint: ${err.hint}` : ''}`);
-      this.exit(err.exitCode);
-    }
-    return super.catch(err);
   }
 }

@@ -1,14 +1,18 @@
-import { Command, Flags } from '@oclif/core';
-import { DmctlError } from '../../core/errors.js';
+import { Flags } from '@oclif/core';
+import { DmctlCommand } from '../../base-command.js';
 import { clientOptions } from '../../server/cli-support.js';
 import { adminCall } from '../../server/client.js';
 import { kubeRequested, runInCluster, serverKubeFlags } from '../../kube/cli.js';
 
-export default class ServerRefresh extends Command {
-  static override enableJsonFlag = true;
+export default class ServerRefresh extends DmctlCommand {
   static override summary = 'Make a running server reload its users, client credentials and TLS certificate.';
   static override description = 'Open connections stay up; new connections get the new certificate. Same as sending SIGHUP to the server process.';
-  static override examples = ['<%= config.bin %> server refresh --server https://127.0.0.1:8000/ --server-cert-fingerprint 3f2a... --user admin --password-file admin.pw'];
+  static override examples = [
+    {
+      description: 'Reload through the admin API, with a full user and the pinned certificate:',
+      command: '<%= config.bin %> server refresh --server https://127.0.0.1:8000/ --server-cert-fingerprint 3f2a... --user admin --password-file admin.pw',
+    },
+  ];
   static override flags = {
     ...serverKubeFlags,
     server: Flags.string({ summary: 'Server URL (default DM_SERVER_URL).', helpValue: 'URL' }),
@@ -21,14 +25,9 @@ export default class ServerRefresh extends Command {
   async run(): Promise<unknown> {
     if (kubeRequested(this.argv)) return runInCluster(this, 'server-refresh') as Promise<never>;
     const { flags } = await this.parse(ServerRefresh);
-    try {
-      const o = await clientOptions({ server: flags.server, fingerprint: flags['server-cert-fingerprint'], cacert: flags.cacert, user: flags.user, passwordFile: flags['password-file'] });
-      const r = await adminCall<{ users: number; fingerprint?: string }>(o, 'POST', '/_admin/refresh');
-      if (!this.jsonEnabled()) this.log(`refreshed: ${r.users} users${r.fingerprint ? `, certificate ${r.fingerprint}` : ''}`);
-      return r;
-    } catch (err) {
-      if (err instanceof DmctlError) this.error(err.message + (err.hint ? `\nhint: ${err.hint}` : ''), { exit: err.exitCode });
-      throw err;
-    }
+    const o = await clientOptions({ server: flags.server, fingerprint: flags['server-cert-fingerprint'], cacert: flags.cacert, user: flags.user, passwordFile: flags['password-file'] });
+    const r = await adminCall<{ users: number; fingerprint?: string }>(o, 'POST', '/_admin/refresh');
+    if (!this.jsonEnabled()) this.log(`refreshed: ${r.users} users${r.fingerprint ? `, certificate ${r.fingerprint}` : ''}`);
+    return r;
   }
 }

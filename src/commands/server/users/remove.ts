@@ -1,14 +1,22 @@
-import { Args, Command, Flags } from '@oclif/core';
-import { DmctlError } from '../../../core/errors.js';
+import { Args, Flags } from '@oclif/core';
+import { DmctlCommand } from '../../../base-command.js';
 import { runUsersCommand } from '../../../server/users-cli.js';
 import type { UserInfo } from '../../../server/users.js';
 import { kubeRequested, runInCluster, serverKubeFlags } from '../../../kube/cli.js';
 
-export default class ServerUsersRemove extends Command {
-  static override enableJsonFlag = true;
+export default class ServerUsersRemove extends DmctlCommand {
   static override summary = 'Remove a server user and its repository key file.';
   static override description = 'The login goes first, then the key file. A running server refuses the user at once when edited through --server.';
-  static override examples = ['<%= config.bin %> server users remove alice --users-file users.json --repo /srv/repo --repo-password-file repo.pw', '<%= config.bin %> server users remove alice --server https://127.0.0.1:8000/ --server-cert-fingerprint 3f2a...'];
+  static override examples = [
+    {
+      description: 'Offline: remove the login and the key file:',
+      command: '<%= config.bin %> server users remove alice --users-file users.json --repo /srv/repo --repo-password-file repo.pw',
+    },
+    {
+      description: 'Through a running server (refused at once, no restart):',
+      command: '<%= config.bin %> server users remove alice --server https://127.0.0.1:8000/ --server-cert-fingerprint 3f2a... --admin-user admin --admin-password-file admin.pw',
+    },
+  ];
   static override args = {
     user: Args.string({ description: 'User name.', required: true }),
   };
@@ -27,29 +35,24 @@ export default class ServerUsersRemove extends Command {
   async run(): Promise<UserInfo | UserInfo[]> {
     if (kubeRequested(this.argv)) return runInCluster(this, 'users-remove') as Promise<never>;
     const { args, flags } = await this.parse(ServerUsersRemove);
-    try {
-      const out = await runUsersCommand({
-        action: 'remove',
-        name: args.user,
-        role: undefined,
-        passwordFile: undefined,
-        usersFile: flags['users-file'],
-        server: flags.server,
-        fingerprint: flags['server-cert-fingerprint'],
-        cacert: flags.cacert,
-        adminUser: flags['admin-user'],
-        adminPasswordFile: flags['admin-password-file'],
-        repo: flags.repo,
-        repoPasswordFile: flags['repo-password-file'],
-      });
-      if (!this.jsonEnabled()) {
-        const u = out as UserInfo;
-        this.log(`removed user ${u.name} (${u.role})${u.keyId ? `, key ${u.keyId.slice(0, 10)}` : ''}`);
-      }
-      return out;
-    } catch (err) {
-      if (err instanceof DmctlError) this.error(err.message + (err.hint ? `\nhint: ${err.hint}` : ''), { exit: err.exitCode });
-      throw err;
+    const out = await runUsersCommand({
+      action: 'remove',
+      name: args.user,
+      role: undefined,
+      passwordFile: undefined,
+      usersFile: flags['users-file'],
+      server: flags.server,
+      fingerprint: flags['server-cert-fingerprint'],
+      cacert: flags.cacert,
+      adminUser: flags['admin-user'],
+      adminPasswordFile: flags['admin-password-file'],
+      repo: flags.repo,
+      repoPasswordFile: flags['repo-password-file'],
+    });
+    if (!this.jsonEnabled()) {
+      const u = out as UserInfo;
+      this.log(`removed user ${u.name} (${u.role})${u.keyId ? `, key ${u.keyId.slice(0, 10)}` : ''}`);
     }
+    return out;
   }
 }

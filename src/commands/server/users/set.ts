@@ -1,14 +1,19 @@
-import { Args, Command, Flags } from '@oclif/core';
-import { DmctlError } from '../../../core/errors.js';
+import { Args, Flags } from '@oclif/core';
+import { DmctlCommand } from '../../../base-command.js';
 import { runUsersCommand } from '../../../server/users-cli.js';
 import type { UserInfo } from '../../../server/users.js';
 import { kubeRequested, runInCluster, serverKubeFlags } from '../../../kube/cli.js';
 
-export default class ServerUsersSet extends Command {
-  static override enableJsonFlag = true;
+export default class ServerUsersSet extends DmctlCommand {
   static override summary = "Change a server user's role or password (and its key file).";
   static override description = "A new password replaces the user's login hash and its repository key file (a new key file is written before the old one is removed).";
-  static override examples = ['<%= config.bin %> server users set alice --role full --users-file users.json', '<%= config.bin %> server users set alice --password-file new.pw --server https://127.0.0.1:8000/ --server-cert-fingerprint 3f2a...'];
+  static override examples = [
+    { description: 'Give alice the full role in a users file:', command: '<%= config.bin %> server users set alice --role full --users-file users.json' },
+    {
+      description: "Change alice's password through a running server (login hash and key file):",
+      command: '<%= config.bin %> server users set alice --password-file new.pw --server https://127.0.0.1:8000/ --server-cert-fingerprint 3f2a... --admin-user admin --admin-password-file admin.pw',
+    },
+  ];
   static override args = {
     user: Args.string({ description: 'User name.', required: true }),
   };
@@ -29,29 +34,24 @@ export default class ServerUsersSet extends Command {
   async run(): Promise<UserInfo | UserInfo[]> {
     if (kubeRequested(this.argv)) return runInCluster(this, 'users-set') as Promise<never>;
     const { args, flags } = await this.parse(ServerUsersSet);
-    try {
-      const out = await runUsersCommand({
-        action: 'set',
-        name: args.user,
-        role: flags.role,
-        passwordFile: flags['password-file'],
-        usersFile: flags['users-file'],
-        server: flags.server,
-        fingerprint: flags['server-cert-fingerprint'],
-        cacert: flags.cacert,
-        adminUser: flags['admin-user'],
-        adminPasswordFile: flags['admin-password-file'],
-        repo: flags.repo,
-        repoPasswordFile: flags['repo-password-file'],
-      });
-      if (!this.jsonEnabled()) {
-        const u = out as UserInfo;
-        this.log(`changed user ${u.name} (${u.role})${u.keyId ? `, key ${u.keyId.slice(0, 10)}` : ''}`);
-      }
-      return out;
-    } catch (err) {
-      if (err instanceof DmctlError) this.error(err.message + (err.hint ? `\nhint: ${err.hint}` : ''), { exit: err.exitCode });
-      throw err;
+    const out = await runUsersCommand({
+      action: 'set',
+      name: args.user,
+      role: flags.role,
+      passwordFile: flags['password-file'],
+      usersFile: flags['users-file'],
+      server: flags.server,
+      fingerprint: flags['server-cert-fingerprint'],
+      cacert: flags.cacert,
+      adminUser: flags['admin-user'],
+      adminPasswordFile: flags['admin-password-file'],
+      repo: flags.repo,
+      repoPasswordFile: flags['repo-password-file'],
+    });
+    if (!this.jsonEnabled()) {
+      const u = out as UserInfo;
+      this.log(`changed user ${u.name} (${u.role})${u.keyId ? `, key ${u.keyId.slice(0, 10)}` : ''}`);
     }
+    return out;
   }
 }
