@@ -41,12 +41,20 @@ export function validKey(k: MasterKey): boolean {
   return k.encrypt.length === 32 && k.macK.length === 16 && k.macR.length === 16 && !allZero(k.encrypt) && !allZero(k.macK) && !allZero(k.macR);
 }
 
+/** Per key: one AES-128-ECB cipher (ECB keeps no state between blocks, so it can be reused) and clamped r. */
+const macState = new WeakMap<MasterKey, { ecb: crypto.Cipher; r: Buffer }>();
+
 /** Builds the 32-byte one-time Poly1305 key r ‖ AES-128-ECB(macK, iv), into `out`. */
 function polyKey(key: MasterKey, iv: Uint8Array, out: Buffer): void {
-  const ecb = crypto.createCipheriv('aes-128-ecb', key.macK, null);
-  ecb.setAutoPadding(false);
-  const s = ecb.update(iv);
-  clampR(key.macR).copy(out, 0);
+  let st = macState.get(key);
+  if (!st) {
+    const ecb = crypto.createCipheriv('aes-128-ecb', key.macK, null);
+    ecb.setAutoPadding(false);
+    st = { ecb, r: clampR(key.macR) };
+    macState.set(key, st);
+  }
+  const s = st.ecb.update(iv);
+  st.r.copy(out, 0);
   s.copy(out, 16);
 }
 

@@ -8,7 +8,7 @@ import { promises as fsp, constants as fsc } from 'node:fs';
 import path from 'node:path';
 import { minimatch } from 'minimatch';
 import { DmctlError, IntegrityError, TargetError, UsageError, describeSystemError } from '../core/errors.js';
-import { mapLimit } from '../core/limit.js';
+import { mapLimit, Semaphore } from '../core/limit.js';
 import { ProgressFn, noProgress } from '../core/progress.js';
 import { Repository } from '../repository/repository.js';
 import { spoolingOf } from '../storage/backend.js';
@@ -105,6 +105,9 @@ export class Restorer {
   private others = 0;
   private bytes = 0;
   private jobs: FileJob[] = [];
+  /** File writes in flight (creation is kernel work: keep the thread pool busy). */
+  private readonly writeSlots = new Semaphore(16);
+  private readonly writes = new Set<Promise<void>>();
   private batchBytes = 0;
   private verified = 0;
   private readonly dirMeta: { path: Buffer; node: Node; depth: number }[] = [];
@@ -195,9 +198,20 @@ export class Restorer {
 
   private async special(p: Buffer, node: Node): Promise<void> {
     try {
-      await fsp.rm(p, { force: true, recursive: false }).catch(() => {});
-      if (node.type === 'symlink') await fsp.symlink(linkTargetBytes(node.linktarget ?? Buffer.alloc(0)), p);
-      else await makeSpecial(p, node);
+      if (node.type === 'symlink') {
+        const create = () => fsp.symlink(linkTargetBytes(node.linktarget ?? Buffer.alloc(0)), p);
+        try {
+          await create();
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+          await fsp.rm(p, { force: true });
+          await create();
+        }
+      } else {
+        // fifos and devices are made by a child process that cannot report EEXIST: clear first
+        await fsp.rm(p, { force: true }).catch(() => {});
+        await makeSpecial(p, node);
+      }
       await applyMetadata(p, node, { owner: this.owner });
       this.others++;
     } catch (err) {
@@ -264,8 +278,7 @@ export class Restorer {
       if (job.blobs.length === 1) {
         // Creating a file is kernel work worth running on the thread pool (in parallel with
         // decryption on the main thread); one writeFile call does open/write/close.
-        await fsp.rm(job.path, { force: true }).catch(() => {});
-        await fsp.writeFile(job.path, data, { mode: 0o600, flag: 'wx' });
+        await createFile(job.path, data);
       } else {
         const fh = await this.openJob(job);
         let done = 0;
@@ -290,8 +303,7 @@ export class Restorer {
     for (const job of this.jobs) {
       if (job.blobs.length === 0) {
         try {
-          await fsp.rm(job.path, { force: true }).catch(() => {});
-          await fsp.writeFile(job.path, Buffer.alloc(0), { mode: 0o600 });
+          await createFile(job.path, Buffer.alloc(0));
         } catch (err) {
           this.targetError(job.path, err);
         }
@@ -332,6 +344,7 @@ export class Restorer {
         this.abortErr ??= err;
       }
     });
+    await Promise.all(this.writes);
     if (this.abortErr) throw this.abortErr;
   }
 
@@ -376,8 +389,22 @@ export class Restorer {
           }
         }
         for (const use of e.uses) {
-          if (plain) await this.writeBlob(use, plain);
-          else if (!use.job.failed) {
+          if (plain) {
+            // File creation and writing run concurrently (bounded) while the next blob is decoded.
+            await this.writeSlots.acquire();
+            const data = plain;
+            const task = this.writeBlob(use, data)
+              .then(() => this.jobBlobDone(use.job))
+              .catch((err) => {
+                this.abortErr ??= err;
+              })
+              .finally(() => {
+                this.writeSlots.release();
+                this.writes.delete(task);
+              });
+            this.writes.add(task);
+            continue;
+          } else if (!use.job.failed) {
             use.job.failed = 'damaged';
             const msg = err instanceof DmctlError ? err.message : String(err);
             this.fail(use.job.path, new IntegrityError(`pack ${packId.slice(0, 10)}: ${msg}`));
@@ -533,3 +560,17 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
   }
 }
 
+
+/**
+ * Creates `p` holding `data` without following or reusing what is there: exclusive create, and only
+ * if something exists (a re-restore) remove it and create again. The common case is one call.
+ */
+async function createFile(p: Buffer, data: Buffer): Promise<void> {
+  try {
+    await fsp.writeFile(p, data, { mode: 0o600, flag: 'wx' });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    await fsp.rm(p, { force: true, recursive: true });
+    await fsp.writeFile(p, data, { mode: 0o600, flag: 'wx' });
+  }
+}
