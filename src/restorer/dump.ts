@@ -43,7 +43,7 @@ async function soleFile(repo: Repository, tree: string): Promise<{ node: Node; p
   }
 }
 
-export async function writeFileContent(repo: Repository, node: Node, out: Writable, progress: ProgressFn, readAhead = 4): Promise<number> {
+export async function writeFileContent(repo: Repository, node: Node, out: Writable, progress: ProgressFn, readAhead = 8): Promise<number> {
   const content = node.content ?? [];
   const pending: Promise<Buffer>[] = [];
   let next = 0;
