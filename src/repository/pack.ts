@@ -1,6 +1,7 @@
 // Pack files (reference §6): encrypted blobs back to back, then the encrypted header, then its
 // length as uint32 LE. Header entries are 37 bytes (uncompressed) or 41 bytes (zstd) each.
 import crypto from 'node:crypto';
+import os from 'node:os';
 import { IntegrityError } from '../core/errors.js';
 import { Backend } from '../storage/backend.js';
 import { MasterKey, OVERHEAD, open, seal } from './crypto.js';
@@ -165,7 +166,7 @@ export class FilePackBuilder {
 
   static async create(type: BlobType, dir: string): Promise<FilePackBuilder> {
     const { promises: fsp } = await import('node:fs');
-    const p = `${dir}/${crypto.randomBytes(8).toString('hex')}-tmp-dmctl-pack`;
+    const p = `${dir}/${spoolName()}`;
     const fh = await fsp.open(p, 'wx', 0o600);
     return new FilePackBuilder(type, p, fh);
   }
@@ -247,5 +248,58 @@ async function writeAll(fh: import('node:fs').promises.FileHandle, buf: Buffer, 
   while (done < buf.length) {
     const { bytesWritten } = await fh.write(buf, done, buf.length - done, pos + done);
     done += bytesWritten;
+  }
+}
+
+/** Spooled pack names carry host and PID, so leftovers of a killed process can be recognised. */
+const SPOOL_RE = /^([A-Za-z0-9.]*)-(\d+)-[0-9a-f]{16}-tmp-dmctl-pack$/;
+/** Spool files of other hosts (shared filesystems) are removed only when this old. */
+const FOREIGN_SPOOL_MAX_AGE_MS = 24 * 3600 * 1000;
+
+function spoolHost(): string {
+  return os.hostname().replace(/[^A-Za-z0-9.]/g, '').slice(0, 64);
+}
+
+function spoolName(): string {
+  return `${spoolHost()}-${process.pid}-${crypto.randomBytes(8).toString('hex')}-tmp-dmctl-pack`;
+}
+
+/**
+ * Removes temp packs that a killed dmctl left in `dir`: from this host when their process is gone,
+ * from other hosts after a day. Nothing refers to them (their data was never indexed). Best effort.
+ */
+export async function removeStaleSpool(dir: string): Promise<number> {
+  const { promises: fsp } = await import('node:fs');
+  let names: string[];
+  try {
+    names = await fsp.readdir(dir);
+  } catch {
+    return 0;
+  }
+  let removed = 0;
+  const host = spoolHost();
+  for (const n of names) {
+    const m = SPOOL_RE.exec(n);
+    if (!m) continue;
+    const p = `${dir}/${n}`;
+    let stale: boolean;
+    if (m[1] === host) {
+      const pid = Number(m[2]);
+      stale = pid !== process.pid && !pidAlive(pid);
+    } else {
+      const st = await fsp.stat(p).catch(() => undefined);
+      stale = !!st && Date.now() - st.mtimeMs > FOREIGN_SPOOL_MAX_AGE_MS;
+    }
+    if (stale && (await fsp.unlink(p).then(() => true, () => false))) removed++;
+  }
+  return removed;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

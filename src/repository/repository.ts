@@ -11,7 +11,7 @@ import { compress, decompress } from './compression.js';
 import { RepoConfig, loadConfig, newConfig, saveConfig } from './config-file.js';
 import { IndexPack, MasterIndex, decodeIndex, encodeIndex, BlobLocation } from './index-file.js';
 import { addKey, findKey } from './key-file.js';
-import { BlobType, PackBuilder, FilePackBuilder } from './pack.js';
+import { BlobType, PackBuilder, FilePackBuilder, removeStaleSpool } from './pack.js';
 import { decodeUnpacked, encodeUnpacked } from './unpacked.js';
 
 export type UnpackedType = 'index' | 'snapshots' | 'locks';
@@ -203,6 +203,7 @@ export class BlobWriter {
   private readonly maxUploads: number;
   private readonly compression: Compression;
   private readonly spool: SpoolingBackend | undefined;
+  private cleanup: Promise<void> = Promise.resolve();
   private readonly ignoreIndex: boolean;
 
   constructor(
@@ -215,6 +216,8 @@ export class BlobWriter {
     this.maxUploads = opts.uploads ?? (this.spool ? 2 : Math.max(2, Math.min(repo.backend.connections, 4)));
     this.compression = repo.version === 1 ? 'off' : (opts.compression ?? 'auto');
     this.ignoreIndex = opts.ignoreIndex ?? false;
+    // Temp packs of writers that were killed: reclaim their space (best effort, in the background).
+    if (this.spool) this.cleanup = removeStaleSpool(this.spool.spoolDir()).then(() => {}, () => {});
   }
 
   /** True if this blob is already stored or accepted for storing. */
@@ -366,6 +369,7 @@ export class BlobWriter {
     if (this.failure) throw this.failure;
     this.queueIndexWrite();
     await this.indexWrite;
+    await this.cleanup;
     return this.stats;
   }
 }
