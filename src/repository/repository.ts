@@ -22,7 +22,7 @@ export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
 const INDEX_FULL_BLOBS = 150_000;
 /** Blobs accepted by enqueue() but not yet in a pack: at most this many, and about this many bytes. */
 const MAX_QUEUED = 32;
-const MAX_QUEUED_BYTES = 24 * 1024 * 1024;
+const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 
 export interface InitOptions {
   version?: 1 | 2;
