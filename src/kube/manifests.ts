@@ -5,7 +5,8 @@ import crypto from 'node:crypto';
 import type * as k8s from '@kubernetes/client-node';
 import { MANAGED_BY } from './client.js';
 
-export const DEFAULT_IMAGE = 'ghcr.io/dmctl/dmctl:0.1.0';
+import { DEFAULT_IMAGE } from './constants.js';
+export { DEFAULT_IMAGE };
 export const SERVER_PORT = 8000;
 export const PROTOCOL = 'restic-rest';
 export const DATA_MOUNT = '/data';

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { DmctlCommand } from '../../base-command.js';
 import { rbacRole } from '../../kube/manifests.js';
-import { rbacYaml } from '../../kube/cli.js';
+import { rbacYaml } from '../../kube/cluster-run.js';
 
 export default class KubeRbac extends DmctlCommand {
   static override summary = 'Print the minimal Role for what dmctl does in a namespace (--kube commands).';

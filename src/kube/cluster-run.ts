@@ -1,0 +1,290 @@
+// The implementation of cluster mode behind src/kube/cli.ts (loaded only when --kube is used, since
+// @kubernetes/client-node costs about a second and 80 MB to load). Presentation glue of cluster mode (the only file under src/kube that knows oclif and writes to the terminal):
+// the --kube flags the commands spread into their own, and runInCluster(), which a command calls from the top of
+// run() when --kube is given. It re-parses the command line with the command's flags made optional (a path or
+// --target is not needed when the claim is the source), builds the objects, and either prints them (--dry-run,
+// -o yaml|json) or runs them, streaming the pod log to stderr as progress and rendering the result.
+import { Flags, type Command } from '@oclif/core';
+import * as k8s from '@kubernetes/client-node';
+import { promises as fsp } from 'node:fs';
+import { DmctlError, EXIT_CODES, UsageError } from '../core/errors.js';
+import type { ProgressFn } from '../core/progress.js';
+import { phaseOutputLine } from '../kanister/output.js';
+import { readSecretFile } from '../server/cli-support.js';
+import { KubeClient, type KObject } from './client.js';
+import { contractSettings } from './datamover.js';
+import { KubeError } from './errors.js';
+import { DEFAULT_IMAGE, datamoverPod, dnsName, dumpPod, maintenancePod, REPO_MOUNT, rbacRole, serverNames, type PodObj, type ServerRef } from './manifests.js';
+import { RESULT_MARKER, runPod, type PodOutcome } from './pods.js';
+import { clusterServerStatus, editClusterUser, listClusterUsers, refreshClusterServer, serverRef, serverStartObjects, startServerInCluster, stopClusterServer } from './server.js';
+
+import type { KubeOp } from './cli.js';
+
+function parseDurationMs(text: string | undefined, dflt: number): number {
+  if (!text) return dflt;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) throw new UsageError(`invalid --timeout ${text}`, 'use e.g. 90s, 5m');
+  const n = Number(m[1]);
+  return Math.round(n * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 's'] ?? 1000));
+}
+
+type AnyFlags = Record<string, unknown>;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Loose = any;
+
+interface Io {
+  log(line: string): void;
+  line(line: string): void;
+  progress: ProgressFn;
+  json: boolean;
+  quiet: boolean;
+}
+
+function ioFor(cmd: Command, flags: AnyFlags): Io {
+  const c = cmd as Loose;
+  const json = typeof c.jsonEnabled === 'function' ? Boolean(c.jsonEnabled()) : false;
+  const quiet = Boolean(flags.quiet);
+  const progress: ProgressFn =
+    typeof c.progress === 'function'
+      ? c.progress('kube')
+      : (ev) => {
+          if (!quiet && ev.item) process.stderr.write(`${ev.phase}: ${ev.item}\n`);
+        };
+  return {
+    log: (l) => cmd.log(l),
+    line: (l) => {
+      if (!quiet) process.stderr.write(l + '\n');
+    },
+    progress,
+    json,
+    quiet,
+  };
+}
+
+function printObjects(objs: KObject[], format: string | undefined): void {
+  if (format === 'json') process.stdout.write(JSON.stringify(objs.length === 1 ? objs[0] : { apiVersion: 'v1', kind: 'List', items: objs }, null, 2) + '\n');
+  else process.stdout.write(objs.map((o) => k8s.dumpYaml(o)).join('---\n'));
+}
+
+async function podResult(out: PodOutcome, what: string): Promise<unknown> {
+  if (out.phase !== 'Succeeded' || out.exitCode !== 0) {
+    const last = [...out.tail].reverse().find((l) => /^dmctl: |error|Error/.test(l)) ?? out.tail[out.tail.length - 1] ?? '';
+    const known = Object.values(EXIT_CODES) as number[];
+    throw new DmctlError('kube-pod-failed', `${what} pod ${out.pod} failed (exit ${out.exitCode})${last ? `: ${last.replace(/^dmctl: /, '')}` : ''}`, {
+      hint: out.kept ? `the pod was kept: kubectl logs ${out.pod}` : 'the pod log is above; --keep-pod keeps the pod',
+      exitCode: (known.includes(out.exitCode) ? out.exitCode : EXIT_CODES.FAILURE) as 1,
+    });
+  }
+  return out.result;
+}
+
+function streamCommand(cmd: Command): string[] {
+  const sep = cmd.argv.indexOf('--');
+  return sep >= 0 ? cmd.argv.slice(sep + 1) : [];
+}
+
+/** Runs a command in the cluster. `cmd` is the oclif command whose run() called this. */
+export async function runInCluster(cmd: Command, op: KubeOp): Promise<unknown> {
+  const ctor = cmd.constructor as typeof Command & { flags?: Record<string, Loose>; args?: Record<string, Loose>; baseFlags?: Loose; enableJsonFlag?: boolean };
+  const relax = (o: Record<string, Loose> | undefined) => Object.fromEntries(Object.entries(o ?? {}).map(([k, v]) => [k, { ...v, required: false, ...(k === 'password-file' ? { dependsOn: undefined } : {}) }]));
+  const parsed = await (cmd as Loose).parse({ flags: relax(ctor.flags), baseFlags: ctor.baseFlags, args: relax(ctor.args), strict: false, enableJsonFlag: ctor.enableJsonFlag });
+  const flags = parsed.flags as AnyFlags;
+  const args = parsed.args as AnyFlags;
+  const io = ioFor(cmd, flags);
+  try {
+    return await dispatch(cmd, op, flags, args, io);
+  } catch (err) {
+    if (err instanceof DmctlError && !(typeof (cmd as Loose).settings === 'function')) {
+      // Plain oclif commands (the server topic) print errors the way their own code does.
+      cmd.error(err.message + (err.hint ? `\nhint: ${err.hint}` : ''), { exit: err.exitCode });
+    }
+    throw err;
+  }
+}
+
+async function dispatch(cmd: Command, op: KubeOp, flags: AnyFlags, args: AnyFlags, io: Io): Promise<unknown> {
+  const target = { kubeconfig: flags.kubeconfig as string | undefined, context: flags.context as string | undefined, namespace: flags.namespace as string | undefined };
+  const maintenance = op === 'forget' || op === 'prune' || op === 'check';
+  const dry = !maintenance && (Boolean(flags['dry-run']) || flags.output !== undefined);
+  const timeoutMs = parseDurationMs(flags.timeout as string | undefined, 300_000);
+  const image = (flags.image as string | undefined) ?? process.env.DM_IMAGE ?? DEFAULT_IMAGE;
+  const memoryLimit = flags['memory-limit'] as string | undefined;
+  const signal = (cmd as Loose).abortSignal as AbortSignal | undefined;
+
+  // The Role needs no cluster.
+  const client = new KubeClient(target);
+  const ns = client.namespace;
+  const needName = () => {
+    const n = flags.name as string | undefined;
+    if (!n) throw new UsageError('--kube needs --name NAME (the server)', `e.g. dmctl ${cmd.id?.replace(/:/g, ' ')} --kube --name dm`);
+    if (dnsName(n) !== n || n.length > 50) throw new UsageError(`invalid --name ${n}`, 'lowercase letters, digits and -, up to 50 characters');
+    return n;
+  };
+  const needServer = async (): Promise<ServerRef> => {
+    const s = flags.server as string | undefined;
+    if (!s) throw new UsageError('--kube needs --server NAME', 'the dmctl server (see `dmctl server start --kube`) the pod stores into');
+    if (dry) return { name: s, namespace: ns, clientId: (flags.user as string | undefined) ?? 'USER', fingerprint: '<fingerprint of the server certificate>' };
+    return serverRef(client, s, flags.user as string | undefined);
+  };
+  const runAndReport = async (pod: PodObj, what: string, claims: string[], container?: string): Promise<unknown> => {
+    if (dry) {
+      printObjects([pod as unknown as KObject], flags.output as string | undefined);
+      return undefined;
+    }
+    let keep = Boolean(flags['keep-pod']);
+    const out = await runPod(client, pod, {
+      container,
+      claims,
+      keepPod: keep,
+      signal,
+      startTimeoutMs: timeoutMs,
+      progress: io.progress,
+      onLine: (l) => io.line(`${pod.metadata.name}: ${l}`),
+    });
+    keep = out.kept;
+    return podResult(out, what);
+  };
+
+  switch (op) {
+    case 'backup':
+    case 'restore': {
+      const claim = flags.pvc as string | undefined;
+      if (!claim) throw new UsageError(`--kube ${op} needs --pvc CLAIM`);
+      const server = await needServer();
+      const selector = op === 'backup' ? ((flags.tag as string[] | undefined)?.[0] ?? '') : ((args.snapshot as string | undefined) ?? 'latest');
+      const pod = datamoverPod({ namespace: ns, image, operation: op, claim, subPath: flags['sub-path'] as string | undefined, selector, host: op === 'backup' ? ((flags.host as string | undefined) ?? `${claim}.${ns}`) : undefined, server, memoryLimit });
+      const r = (await runAndReport(pod, op === 'backup' ? 'datamover' : 'restore', [claim])) as Record<string, unknown> | undefined;
+      if (!r) return undefined;
+      if (op === 'backup') {
+        if (!io.json) io.log(`snapshot ${String(r.shortId ?? r.id)} saved (${r.fileCount} files, ${r.logicalSize} bytes read, ${r.physicalSize} bytes stored)`);
+        if (flags['output-name']) process.stdout.write(phaseOutputLine(flags['output-name'] as string, JSON.stringify(r)));
+      } else if (!io.json) io.log(`restored snapshot ${String(r.id).slice(0, 8)} into claim ${claim}: ${r.files} files, ${r.bytes} bytes`);
+      return r;
+    }
+    case 'backup-stream':
+    case 'restore-stream': {
+      const command = streamCommand(cmd);
+      if (!command.length) throw new UsageError(`--kube ${op} needs the command after --`, `dmctl ${op} --kube --image IMG ... -- CMD ARGS`);
+      const dumpImage = flags.image as string | undefined;
+      if (!dumpImage) throw new UsageError(`--kube ${op} needs --image IMG (the image that runs the command)`);
+      const server = await needServer();
+      const pod = dumpPod({
+        namespace: ns,
+        image: (flags['dmctl-image'] as string | undefined) ?? process.env.DM_IMAGE ?? DEFAULT_IMAGE,
+        dumpImage,
+        command,
+        operation: op === 'backup-stream' ? 'backup' : 'restore',
+        streamName: (flags.name as string | undefined) ?? 'stream',
+        selector: (args.snapshot as string | undefined) ?? 'latest',
+        server,
+        memoryLimit,
+      });
+      const r = (await runAndReport(pod, op === 'backup-stream' ? 'dump' : 'load', [], 'datamover')) as Record<string, unknown> | undefined;
+      if (!r) return undefined;
+      if (op === 'backup-stream') {
+        if (!io.json) io.log(`snapshot ${String(r.shortId ?? r.id)} saved (${r.logicalSize} bytes)`);
+        if (flags['output-name']) process.stdout.write(phaseOutputLine(flags['output-name'] as string, JSON.stringify(r)));
+      } else if (!io.json) io.log(`restored snapshot ${String(r.id).slice(0, 8)}: ${r.bytes} bytes into the command`);
+      return r;
+    }
+    case 'forget':
+    case 'prune':
+    case 'check': {
+      const s = flags.server as string | undefined;
+      if (!s) throw new UsageError(`--kube ${op} needs --server NAME`, 'the maintenance pod runs next to that server\'s storage');
+      const dep = dry ? undefined : await client.get('apps/v1', 'Deployment', s);
+      if (!dry && !dep) throw new KubeError('not-found', `dmctl server ${s} not found in namespace ${ns}`);
+      const c = (dep?.spec as Loose)?.template?.spec;
+      const container = c?.containers?.[0];
+      const repoArg = container?.args?.[container.args.indexOf('--repo') + 1] ?? REPO_MOUNT;
+      const claim = c?.volumes?.find((v: Loose) => v.name === 'repo')?.persistentVolumeClaim?.claimName as string | undefined;
+      const envKeys = (container?.env ?? []).filter((e: Loose) => e.valueFrom?.secretKeyRef).map((e: Loose) => e.name as string);
+      const passthrough = cmd.argv.filter((a, i, all) => {
+        if (/^--(kube|kubeconfig|context|namespace|timeout|server|image|memory-limit|keep-pod)(=|$)/.test(a)) return false;
+        const prev = all[i - 1];
+        return !(prev && /^--(kubeconfig|context|namespace|timeout|server|image|memory-limit)$/.test(prev));
+      });
+      const pod = maintenancePod({ namespace: ns, image, server: s, command: op, args: passthrough, repo: repoArg, repoClaim: claim, storageEnvKeys: envKeys, memoryLimit });
+      const out = await runAndReport(pod, op, claim ? [claim] : []);
+      return out ?? { ok: true };
+    }
+    case 'server-start': {
+      const name = needName();
+      const pwFile = (flags['password-file'] as string | undefined) ?? process.env.DM_PASSWORD_FILE;
+      if (!pwFile && !dry) throw new UsageError('--kube server start needs --password-file FILE (the repository password)', 'the server uses it only to manage users\' key files');
+      const repoPassword = pwFile ? await readSecretFile(pwFile, 'password') : '<repository password>';
+      const repoClaim = flags['repo-pvc'] as string | undefined;
+      const repo = (flags.repo as string | undefined) ?? (repoClaim ? REPO_MOUNT : undefined);
+      if (!repo) throw new UsageError('--kube server start needs --repo LOCATION or --repo-pvc CLAIM');
+      const storageEnv: Record<string, string> = {};
+      for (const v of (flags['storage-env'] as string[] | undefined) ?? []) {
+        if (process.env[v] === undefined) throw new UsageError(`--storage-env ${v}: not set in this environment`);
+        storageEnv[v] = process.env[v]!;
+      }
+      const tlsCert = flags['tls-cert-file'] ? await fsp.readFile(flags['tls-cert-file'] as string, 'utf8') : undefined;
+      const tlsKey = flags['tls-key-file'] ? await fsp.readFile(flags['tls-key-file'] as string, 'utf8') : undefined;
+      const input = { name, image, repo, repoClaim, repoPassword, storageEnv, tlsCert, tlsKey, privateRepos: flags['private-repos'] as boolean | undefined, clientRole: flags['client-credentials-role'] as 'append' | undefined, memoryLimit };
+      if (dry) {
+        printObjects(await serverStartObjects({ namespace: ns, get: client.get.bind(client) }, input), flags.output as string | undefined);
+        return undefined;
+      }
+      const info = await startServerInCluster(client, input, { progress: io.progress, timeoutMs, signal });
+      if (!io.json) {
+        io.log(`server ${info.name} ready in namespace ${info.namespace}`);
+        io.log(`address:     ${info.url}`);
+        io.log(`fingerprint: ${info.fingerprint}`);
+      }
+      return info;
+    }
+    case 'server-status': {
+      const st = await clusterServerStatus(client, needName());
+      if (!io.json) {
+        io.log(`server:      ${st.name} (namespace ${st.namespace})`);
+        io.log(`address:     ${st.url}`);
+        io.log(`fingerprint: ${st.fingerprint}`);
+        io.log(`ready:       ${st.ready ? 'yes' : 'no'}   healthy: ${st.healthy ? 'yes' : 'no'}   serving: ${st.serverReady ? 'yes' : 'no'}`);
+        for (const p of st.pods) io.log(`pod:         ${p.name} ${p.phase}${p.ready ? ' ready' : ''}, ${p.restarts} restarts`);
+        io.log(`users:       ${st.users.join(', ') || '(none)'}`);
+      }
+      if (!st.ready || !st.healthy) throw new KubeError('not-ready', `server ${st.name} is not ready`, `kubectl describe -n ${st.namespace} deployment/${st.name}`);
+      return st;
+    }
+    case 'server-refresh': {
+      const info = await refreshClusterServer(client, needName(), { progress: io.progress, timeoutMs });
+      if (!io.json) io.log(`server ${info.name} restarted and ready (fingerprint ${info.fingerprint})`);
+      return info;
+    }
+    case 'server-stop': {
+      const name = needName();
+      if (dry) {
+        const n = serverNames(name);
+        io.log(`would delete deployment/${n.deployment} service/${n.service} configmap/${n.config} secret/${n.users} secret/${n.storage} secret/${n.tls}`);
+        return undefined;
+      }
+      const r = await stopClusterServer(client, name, { progress: io.progress });
+      if (!io.json) io.log(`deleted ${r.deleted.join(' ')}`);
+      return r;
+    }
+    case 'users-add':
+    case 'users-set':
+    case 'users-remove': {
+      const name = needName();
+      const user = args.user as string;
+      const action = op.slice('users-'.length) as 'add' | 'set' | 'remove';
+      const pw = action === 'remove' ? undefined : flags['password-file'] ? await readSecretFile(flags['password-file'] as string, 'password') : undefined;
+      const r = await editClusterUser(client, name, action, user, pw);
+      if (!io.json) io.log(`${action === 'add' ? 'added' : action === 'set' ? 'changed' : 'removed'} user ${user} on server ${name} (the server picks it up when the kubelet syncs the secret)`);
+      return r;
+    }
+    case 'users-list': {
+      const users = await listClusterUsers(client, needName());
+      if (!io.json) for (const u of users) io.log(u);
+      return users.map((u) => ({ name: u }));
+    }
+  }
+}
+
+/** The Role `dmctl kube rbac` prints. */
+export function rbacYaml(name: string, namespace: string): string {
+  return k8s.dumpYaml(rbacRole(name, namespace));
+}
