@@ -2,7 +2,7 @@
 // stopped by PID: Ceph radosgw (S3), azurite (Azure Blob), Firebase's storage emulator (GCS) and
 // `rclone serve restic` (REST). See ../shared/testenv/README.md; install with
 // scripts/install-test-servers.sh.
-import { spawn, ChildProcess, execFile, ExecFileOptionsWithStringEncoding } from 'node:child_process';
+import { spawn, ChildProcess } from 'node:child_process';
 import { promises as fsp, existsSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -122,13 +122,17 @@ async function startRadosgwOnce(opts: { memstoreBytes?: number }): Promise<Rados
     await new Promise<void>((resolve, reject) => {
       // Own process group: on a timeout the whole group (script, ceph tools, daemons) is killed,
       // so a hung `radosgw-admin` or `ceph` call is not left behind.
-      const child = execFile('bash', ['-x', scriptPath, cluster], { detached: true, encoding: 'utf8' } as ExecFileOptionsWithStringEncoding, async (err: Error | null, _stdout: string, stderr: string) => {
+      // (spawn, not execFile: execFile drops the `detached` option, so the group kill found no group)
+      const child = spawn('bash', ['-x', scriptPath, cluster], { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr!.on('data', (c: Buffer) => { stderr = (stderr + c.toString()).slice(-4000); });
+      child.on('close', async (code: number | null, signal: NodeJS.Signals | null) => {
         clearTimeout(timer);
-        if (!err) return resolve();
+        if (code === 0) return resolve();
         try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ }
         let logs = '';
         for (const f of ['mon.out', 'osd.out', 'osd-mkfs.out', 'rgw.out']) logs += `\n--- ${f}: ${(await fsp.readFile(path.join(cluster, 'log', f), 'utf8').catch(() => '')).slice(-400)}`;
-        reject(new Error(`ceph-rgw.sh failed: ${err.message.split('\n')[0]} ${stderr.slice(-600)}${logs}`));
+        reject(new Error(`ceph-rgw.sh failed: exit ${code ?? signal} ${stderr.slice(-600)}${logs}`));
       });
       const timer = setTimeout(() => {
         try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ }
