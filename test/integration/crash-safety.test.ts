@@ -149,8 +149,8 @@ test(`SIGKILL at ${TRIALS} random moments of backup and backup-stream: restic ch
       expected.set(tag, { kind: 'stream', sha: await streamSha(tag) });
       r = await backupStream(tag, tag, delay);
     }
-    if (r.killed) {
-      assert.equal(r.signal, 'SIGKILL');
+    // The kill timer can fire just as the run ends on its own: what counts is how it ended.
+    if (r.signal === 'SIGKILL') {
       killedMidRun++;
     } else {
       assert.equal(r.code, 0, `trial ${trial}: run finished before the kill but failed: ${r.stderr}`);
