@@ -4,7 +4,7 @@ import http from 'node:http';
 import https from 'node:https';
 import crypto from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
-import { DmctlError, StorageError } from '../core/errors.js';
+import { DmctlError, StorageError, UsageError } from '../core/errors.js';
 import { FILE_TYPES, ID_RE, type Backend, type FileType } from '../storage/backend.js';
 import { MemoryBudget, ServerMetrics } from './metrics.js';
 import type { TlsMaterial } from './tls.js';
@@ -13,6 +13,13 @@ import { FailureThrottle, type Role, type UserRecord, type UserStore } from './u
 export const V1_TYPE = 'application/vnd.x.restic.rest.v1';
 export const V2_TYPE = 'application/vnd.x.restic.rest.v2';
 const MiB = 1024 * 1024;
+/** Defaults: an upload is at most a 128 MiB pack plus slack; bodies in memory at most 256 MiB together. */
+export const DEFAULT_MAX_BODY_BYTES = 129 * MiB;
+export const DEFAULT_MEMORY_BUDGET_BYTES = 256 * MiB;
+/** Downloads are read from the backend and sent in pieces of this size (the most one download holds). */
+export const DOWNLOAD_CHUNK_BYTES = 1 * MiB;
+/** ...and handed to the socket in slices of this size. */
+const WRITE_SLICE_BYTES = 256 * 1024;
 
 export interface LogEntry {
   level: 'info' | 'warn' | 'error' | 'debug';
@@ -41,8 +48,13 @@ export interface RestServerOptions {
   privateRepos?: boolean;
   /** Largest accepted upload (default 129 MiB: a 128 MiB pack plus slack). */
   maxBodyBytes?: number;
-  /** Bytes of bodies held in memory by all requests together (default 512 MiB). */
+  /**
+   * Bytes of bodies held in memory by all requests together (default 256 MiB). Must be at least
+   * maxBodyBytes. A request that cannot reserve its bytes within budgetWaitMs is answered 503.
+   */
   memoryBudgetBytes?: number;
+  /** How long a request may wait for memory budget before it is answered 503 (default 3 s). */
+  budgetWaitMs?: number;
   /** Time allowed to send the request headers (default 30 s). */
   headersTimeoutMs?: number;
   /** Time allowed to send a whole request (default 15 min). */
@@ -57,6 +69,19 @@ export interface RestServerOptions {
   version?: string;
   log?: (e: LogEntry) => void;
   admin?: AdminHooks;
+}
+
+/** Resolves once `res` can take more data, or is closed. */
+function drained(res: http.ServerResponse): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }
 
 class HttpError extends Error {
@@ -160,6 +185,7 @@ function typeLabel(route: Route | undefined): string {
 export class RestServer {
   readonly metrics = new ServerMetrics();
   readonly budget: MemoryBudget;
+  private readonly chunkBytes: number;
   private server: http.Server | https.Server;
   private throttle: FailureThrottle;
   private subs = new Map<string, Promise<Backend>>();
@@ -169,7 +195,17 @@ export class RestServer {
   fingerprint?: string;
 
   constructor(readonly opts: RestServerOptions) {
-    this.budget = new MemoryBudget(opts.memoryBudgetBytes ?? 512 * MiB, (n) => (this.metrics.memoryInUse = n));
+    const maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+    const limit = opts.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES;
+    if (limit < maxBody) {
+      throw new UsageError(
+        `the memory budget (${limit} bytes) is smaller than the largest accepted upload (${maxBody} bytes)`,
+        'raise --memory-budget-bytes or lower --max-body-bytes (restic 0.14 writes 16 MiB packs unless --pack-size is raised)',
+      );
+    }
+    this.budget = new MemoryBudget(limit, (n) => (this.metrics.memoryInUse = n));
+    this.metrics.memoryLimit = limit;
+    this.chunkBytes = Math.min(DOWNLOAD_CHUNK_BYTES, limit);
     this.throttle = new FailureThrottle(opts.authDelayBaseMs ?? 200, opts.authDelayMaxMs ?? 5000);
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => void this.handle(req, res);
     const common = {
@@ -382,7 +418,11 @@ export class RestServer {
       if (!(err instanceof HttpError) && he.status >= 500) {
         this.log({ level: 'error', msg: 'request failed', method, path: rawPath, error: (err as Error)?.message ?? String(err) });
       }
-      if (!req.complete) {
+      if (!req.complete && he.status === 503 && !req.destroyed) {
+        // Turned away for memory: the body (at most --max-body-bytes) is read and dropped, so the client
+        // gets its 503 on a clean connection instead of a reset (it holds no memory here).
+        req.resume();
+      } else if (!req.complete) {
         // Body not (fully) read: do not read it, close after answering.
         he.headers['Connection'] = 'close';
         res.once('finish', () => req.socket.destroySoon?.());
@@ -395,23 +435,48 @@ export class RestServer {
     }
   }
 
+  /** Reserves `n` bytes of the memory budget, or answers 503 (restic retries with back-off). */
+  private async reserve(n: number): Promise<() => void> {
+    if (n === 0) return () => {};
+    const release = await this.budget.tryAcquire(n, this.opts.budgetWaitMs ?? 3000);
+    if (release) return release;
+    this.metrics.budgetRejections++;
+    throw new HttpError(503, 'server busy: memory budget for request bodies is spent, retry later', { 'Retry-After': '2' });
+  }
+
+  /** Sends a file or a range of it in pieces of DOWNLOAD_CHUNK_BYTES (at most the budget), waiting for the client between pieces. */
   private async serveFile(req: http.IncomingMessage, res: http.ServerResponse, be: Backend, type: FileType, name: string, count: (n: number) => void): Promise<void> {
     const fi = await be.stat(type, name);
     const range = parseRange(req.headers.range, fi.size);
     if (range instanceof HttpError) throw range;
     const start = range ? range.start : 0;
     const length = range ? range.end - range.start + 1 : fi.size;
-    const release = await this.budget.acquire(length);
+    const release = await this.reserve(Math.min(length, this.chunkBytes));
     try {
-      const buf = length === 0 ? Buffer.alloc(0) : await be.load(type, name, start, length);
-      const headers: Record<string, string | number> = { 'Content-Type': 'application/octet-stream', 'Content-Length': buf.length, 'Accept-Ranges': 'bytes' };
-      if (range) headers['Content-Range'] = `bytes ${start}-${start + buf.length - 1}/${fi.size}`;
+      // The first piece is read before the status line, so a missing or short file still gets its own status.
+      let buf = length === 0 ? Buffer.alloc(0) : await be.load(type, name, start, Math.min(length, this.chunkBytes));
+      const headers: Record<string, string | number> = { 'Content-Type': 'application/octet-stream', 'Content-Length': length, 'Accept-Ranges': 'bytes' };
+      if (range) headers['Content-Range'] = `bytes ${start}-${start + length - 1}/${fi.size}`;
       res.writeHead(range ? 206 : 200, headers);
-      count(buf.length);
-      await new Promise<void>((resolve) => {
-        res.end(buf, () => resolve());
-        res.once('close', () => resolve());
-      });
+      let sent = 0;
+      for (;;) {
+        sent += buf.length;
+        count(buf.length);
+        // Handed to the socket in small slices, each once the previous one is out: TLS then encrypts small
+        // records instead of copying a whole piece into native memory at once.
+        for (let i = 0; i < buf.length; i += WRITE_SLICE_BYTES) {
+          if (!res.write(buf.subarray(i, i + WRITE_SLICE_BYTES))) await drained(res);
+          if (res.destroyed) return;
+        }
+        if (sent >= length) {
+          await new Promise<void>((resolve) => {
+            res.end(() => resolve());
+            res.once('close', () => resolve());
+          });
+          return;
+        }
+        buf = await be.load(type, name, start + sent, Math.min(length - sent, this.chunkBytes));
+      }
     } finally {
       release();
     }
@@ -423,7 +488,7 @@ export class RestServer {
     const cl = req.headers['content-length'];
     if (!/^\d{1,15}$/.test(cl)) throw new HttpError(400, 'invalid Content-Length');
     const n = Number(cl);
-    const max = this.opts.maxBodyBytes ?? 129 * MiB;
+    const max = this.opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     if (n > max) throw new HttpError(413, `body larger than ${max} bytes`);
     // Refuse overwrites before reading anything.
     let exists = true;
@@ -434,7 +499,8 @@ export class RestServer {
       exists = false;
     }
     if (exists) throw new HttpError(403, 'file already exists');
-    const release = await this.budget.acquire(n);
+    // Exactly the announced size, reserved before a byte is read; the body is checked against it.
+    const release = await this.reserve(n);
     try {
       const buf = Buffer.allocUnsafe(n);
       const hash = crypto.createHash('sha256');

@@ -9,6 +9,8 @@ export class ServerMetrics {
   activeConnections = 0;
   authFailures = 0;
   memoryInUse = 0;
+  memoryLimit = 0;
+  budgetRejections = 0;
 
   request(type: string, method: string, status: number, seconds: number): void {
     const k = `${type}\0${method}\0${status}`;
@@ -62,6 +64,12 @@ export class ServerMetrics {
     lines.push('# HELP dmctl_server_buffer_bytes Bytes of request/response bodies held in memory.');
     lines.push('# TYPE dmctl_server_buffer_bytes gauge');
     lines.push(`dmctl_server_buffer_bytes ${this.memoryInUse}`);
+    lines.push('# HELP dmctl_server_buffer_limit_bytes The memory budget for request/response bodies.');
+    lines.push('# TYPE dmctl_server_buffer_limit_bytes gauge');
+    lines.push(`dmctl_server_buffer_limit_bytes ${this.memoryLimit}`);
+    lines.push('# HELP dmctl_server_budget_rejections_total Requests answered 503 because the memory budget stayed spent.');
+    lines.push('# TYPE dmctl_server_budget_rejections_total counter');
+    lines.push(`dmctl_server_budget_rejections_total ${this.budgetRejections}`);
     lines.push('# HELP dmctl_server_uptime_seconds Seconds since the server started.');
     lines.push('# TYPE dmctl_server_uptime_seconds gauge');
     lines.push(`dmctl_server_uptime_seconds ${((Date.now() - this.started) / 1000).toFixed(3)}`);
@@ -69,10 +77,17 @@ export class ServerMetrics {
   }
 }
 
-/** A byte budget shared by all requests that hold bodies in memory; waiters are served in order. */
+/**
+ * A byte budget shared by all requests that hold bodies in memory. A request reserves what it will hold
+ * (an upload exactly its Content-Length) before reading anything. When the budget is spent it waits in
+ * order for at most `waitMs`, then gets nothing (the server answers 503 with Retry-After): the queue is
+ * bounded in time, and a waiting request holds no body (its bytes stay in the client's socket).
+ */
 export class MemoryBudget {
   private used = 0;
-  private queue: { n: number; resolve: () => void }[] = [];
+  private queue: { n: number; grant: () => void }[] = [];
+  /** Requests turned away because the budget stayed spent for their whole wait. */
+  rejected = 0;
 
   constructor(readonly limit: number, private readonly onChange?: (used: number) => void) {}
 
@@ -80,29 +95,69 @@ export class MemoryBudget {
     return this.used;
   }
 
-  async acquire(n: number): Promise<() => void> {
-    const want = Math.min(n, this.limit);
-    if (this.queue.length === 0 && this.used + want <= this.limit) {
-      this.used += want;
-      this.onChange?.(this.used);
-    } else {
-      await new Promise<void>((resolve) => this.queue.push({ n: want, resolve }));
+  get waiting(): number {
+    return this.queue.length;
+  }
+
+  /**
+   * Reserves `n` bytes: resolves with a release function, or with undefined when they could not be had
+   * within `waitMs`. `n` above the limit can never be had (callers refuse such sizes up front).
+   */
+  async tryAcquire(n: number, waitMs: number): Promise<(() => void) | undefined> {
+    if (n > this.limit) return undefined;
+    if (this.queue.length === 0 && this.used + n <= this.limit) {
+      this.take(n);
+      return this.releaser(n);
     }
+    if (waitMs <= 0) {
+      this.rejected++;
+      return undefined;
+    }
+    const granted = await new Promise<boolean>((resolve) => {
+      const entry = {
+        n,
+        grant: () => {
+          clearTimeout(timer);
+          resolve(true);
+        },
+      };
+      const timer = setTimeout(() => {
+        const i = this.queue.indexOf(entry);
+        if (i >= 0) this.queue.splice(i, 1);
+        // The head may have been the one that did not fit: others behind it may fit now.
+        this.drain();
+        resolve(false);
+      }, waitMs);
+      this.queue.push(entry);
+    });
+    if (!granted) {
+      this.rejected++;
+      return undefined;
+    }
+    return this.releaser(n);
+  }
+
+  private take(n: number): void {
+    this.used += n;
+    this.onChange?.(this.used);
+  }
+
+  private releaser(n: number): () => void {
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      this.used -= want;
-      this.drain();
+      this.used -= n;
       this.onChange?.(this.used);
+      this.drain();
     };
   }
 
   private drain(): void {
     while (this.queue.length && this.used + this.queue[0].n <= this.limit) {
       const w = this.queue.shift()!;
-      this.used += w.n;
-      w.resolve();
+      this.take(w.n);
+      w.grant();
     }
   }
 }

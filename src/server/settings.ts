@@ -1,13 +1,14 @@
 // Server settings from flags, the datamover-server contract folders and environment:
 // - config folder (default /etc/config when present): one file per setting, named like the flag
 //   (`repo`, `address`, `users-file`, `private-repos`, `client-credentials-dir`, `client-credentials-role`,
-//   `server-data-file`, `max-body-bytes`, `tls-generate-cert`, `insecure-http`, secret-name overrides below);
+//   `server-data-file`, `max-body-bytes`, `memory-budget-bytes`, `tls-generate-cert`, `insecure-http`, secret-name overrides below);
 // - secret folders (default /etc/secrets/NAME): `repo-access-secret/password` (repository password, to manage
 //   key files), `admin-secret/{username,password}` (a `full` user), `tls-secret/{tls.crt,tls.key}`;
 // - `PROTOCOLS` env: every requested protocol must be one this server speaks; its port is the listen port.
 import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { DmctlError, UsageError } from '../core/errors.js';
+import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MEMORY_BUDGET_BYTES } from './http.js';
 import { checkRole, type Role } from './users.js';
 
 export const PROTOCOL_NAMES = ['restic-rest', 'restic', 'rest'];
@@ -174,6 +175,17 @@ export async function resolveServerSettings(flags: ServerFlags, env: NodeJS.Proc
   const usersFile = flags.usersFile ?? (await cfg('users-file')) ?? env.DM_SERVER_USERS_FILE;
   const serverDataFile = flags.serverDataFile ?? (await cfg('server-data-file')) ?? (configDir ? '/etc/server/data' : undefined);
 
+  const maxBodyBytes = flags.maxBodyBytes ?? num(await cfg('max-body-bytes'), 'max-body-bytes');
+  const memoryBudgetBytes = flags.memoryBudgetBytes ?? num(await cfg('memory-budget-bytes'), 'memory-budget-bytes');
+  const effMax = maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const effBudget = memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES;
+  if (effBudget < effMax) {
+    throw new UsageError(
+      `the memory budget (${effBudget} bytes) is smaller than the largest accepted upload (${effMax} bytes)`,
+      'raise --memory-budget-bytes or lower --max-body-bytes (restic 0.14 writes 16 MiB packs unless --pack-size is raised)',
+    );
+  }
+
   return {
     repo,
     host,
@@ -189,8 +201,8 @@ export async function resolveServerSettings(flags: ServerFlags, env: NodeJS.Proc
     serverDataFile,
     repoPassword,
     admin: adminName && adminPw ? { name: adminName, password: adminPw } : undefined,
-    maxBodyBytes: flags.maxBodyBytes ?? num(await cfg('max-body-bytes'), 'max-body-bytes'),
-    memoryBudgetBytes: flags.memoryBudgetBytes ?? num(await cfg('memory-budget-bytes'), 'memory-budget-bytes'),
+    maxBodyBytes,
+    memoryBudgetBytes,
     headersTimeoutMs: flags.headersTimeoutMs,
     requestTimeoutMs: flags.requestTimeoutMs,
     idleTimeoutMs: flags.idleTimeoutMs,
