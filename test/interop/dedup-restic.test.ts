@@ -59,16 +59,18 @@ async function snapshotsById(t: ToolEnv): Promise<Map<string, Record<string, unk
   return new Map(list.map((s) => [String(s.id), s]));
 }
 
+// Targets are given relative to their parent directory, so the root tree holds only the target:
+// with absolute paths it would also carry /tmp's own metadata, which concurrent tests keep changing.
 describe('dedup across tools', { timeout: 150_000 }, () => {
   test('restic first, then dmctl: files and a stream add no data blob', async () => {
     const t = freshRepo('restic-first');
     ok(await restic(t, ['init'], { env: TZ }));
-    ok(await restic(t, ['backup', data], { env: TZ }));
+    ok(await restic(t, ['backup', path.basename(data)], { env: TZ, cwd: path.dirname(data) }));
     const before1 = await blobCounts(t);
     assert.ok(before1.data >= 10, `expected many data blobs, got ${before1.data}`);
 
     // --force: no parent, so dmctl really reads and chunks every file
-    const s = json<Record<string, number | string>>(ok(await dmctl(t, ['backup', data, '--force', '--json'], { env: TZ })));
+    const s = json<Record<string, number | string>>(ok(await dmctl(t, ['backup', path.basename(data), '--force', '--json'], { env: TZ, cwd: path.dirname(data) })));
     assert.equal(s.totalFilesProcessed, FILES);
     assert.equal(s.filesNew, FILES);
     assert.equal(s.dataBlobs, 0, `dmctl stored ${s.dataBlobs} data blobs restic already had`);
@@ -91,12 +93,12 @@ describe('dedup across tools', { timeout: 150_000 }, () => {
   test('dmctl first, then restic: restic adds only tree bytes', async () => {
     const t = freshRepo('dmctl-first');
     ok(await dmctl(t, ['repo', 'init'], { env: TZ }));
-    const first = json<Record<string, number>>(ok(await dmctl(t, ['backup', data, '--json'], { env: TZ })));
+    const first = json<Record<string, number>>(ok(await dmctl(t, ['backup', path.basename(data), '--json'], { env: TZ, cwd: path.dirname(data) })));
     assert.ok(first.dataBlobs >= 10);
     const before1 = await blobCounts(t);
     assert.equal(before1.data, first.dataBlobs, 'restic lists a different number of data blobs than dmctl reported');
 
-    const r = resticSummary(jsonLines(ok(await restic(t, ['backup', data, '--force', '--json'], { env: TZ }))));
+    const r = resticSummary(jsonLines(ok(await restic(t, ['backup', path.basename(data), '--force', '--json'], { env: TZ, cwd: path.dirname(data) }))));
     assert.equal(r.files_new, FILES);
     assert.equal(r.data_blobs, 0, `restic stored ${r.data_blobs} data blobs dmctl already had`);
     assert.ok(r.data_added < 64 * 1024, `restic added ${r.data_added} bytes (only tree bytes expected)`);
@@ -125,12 +127,12 @@ describe('parent snapshot', { timeout: 120_000 }, () => {
 
     const t = freshRepo('parent');
     ok(await dmctl(t, ['repo', 'init'], { env: TZ }));
-    const s1 = json<Record<string, number | string>>(ok(await dmctl(t, ['backup', src, '--json'], { env: TZ })));
+    const s1 = json<Record<string, number | string>>(ok(await dmctl(t, ['backup', path.basename(src), '--json'], { env: TZ, cwd: path.dirname(src) })));
     assert.equal(s1.filesNew, nFiles);
     assert.equal(s1.parent, undefined);
     const c1 = await blobCounts(t);
 
-    const s2 = json<Record<string, number | string>>(ok(await dmctl(t, ['backup', src, '--json'], { env: TZ })));
+    const s2 = json<Record<string, number | string>>(ok(await dmctl(t, ['backup', path.basename(src), '--json'], { env: TZ, cwd: path.dirname(src) })));
     assert.equal(s2.parent, s1.snapshotId);
     assert.equal(s2.filesUnmodified, nFiles);
     assert.equal(s2.filesNew, 0);
@@ -143,7 +145,7 @@ describe('parent snapshot', { timeout: 120_000 }, () => {
     const changed = path.join(src, 'f2.bin');
     writeFileSync(changed, pseudoRandom('parent/changed', 3 << 20));
     utimesSync(changed, 1_700_000_000, 1_700_000_000);
-    const s3 = json<Record<string, number | string>>(ok(await dmctl(t, ['backup', src, '--json'], { env: TZ })));
+    const s3 = json<Record<string, number | string>>(ok(await dmctl(t, ['backup', path.basename(src), '--json'], { env: TZ, cwd: path.dirname(src) })));
     assert.equal(s3.parent, s2.snapshotId);
     assert.equal(s3.filesChanged, 1);
     assert.equal(s3.filesUnmodified, nFiles - 1);
@@ -161,9 +163,9 @@ describe('parent snapshot', { timeout: 120_000 }, () => {
     assert.equal(snaps.get(String(s3.snapshotId))!.parent, s2.snapshotId);
     const target = path.join(base, 'parent-restore');
     ok(await restic(t, ['restore', 'latest', '--target', target], { env: TZ }));
-    const diff = diffManifests(await treeManifest(src), await treeManifest(path.join(target, src)));
+    const diff = diffManifests(await treeManifest(src), await treeManifest(path.join(target, path.basename(src))));
     assert.deepEqual(diff, []);
-    const r = resticSummary(jsonLines(ok(await restic(t, ['backup', src, '--json'], { env: TZ }))));
+    const r = resticSummary(jsonLines(ok(await restic(t, ['backup', path.basename(src), '--json'], { env: TZ, cwd: path.dirname(src) }))));
     assert.equal(r.files_unmodified, nFiles, `restic re-read files: ${JSON.stringify(r)}`);
     assert.equal(r.data_blobs, 0);
   });
