@@ -82,6 +82,16 @@ async function load(name, startServer) {
   const port = await freePort();
   const repoDir = path.join(work, `${name}-repo`);
   const srv = await startServer(port, repoDir);
+  try {
+    return await measure(name, srv, port);
+  } catch (err) {
+    // Stop the server before the work dir goes, and keep the real error visible.
+    await srv.stop();
+    throw err;
+  }
+}
+
+async function measure(name, srv, port) {
   await waitPort(port);
   const repo = `rest:http://bench:${PW}@127.0.0.1:${port}/`;
   const env = { RESTIC_REPOSITORY: repo, RESTIC_PASSWORD: PW };
@@ -171,5 +181,5 @@ try {
   console.log(`\nthroughput ratio dmctl/rclone: ${(a.mibPerSec / b.mibPerSec).toFixed(2)}`);
   if (a.snapshots !== a.expected || !a.check) process.exitCode = 1;
 } finally {
-  fs.rmSync(work, { recursive: true, force: true });
+  fs.rmSync(work, { recursive: true, force: true, maxRetries: 5 });
 }
