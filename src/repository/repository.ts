@@ -228,12 +228,19 @@ export class BlobWriter {
   private packer(type: BlobType): Promise<Packer> {
     let c = this.creating[type];
     if (!c) {
-      c = this.creating[type] = (async () => {
+      // Without a spool the body below runs synchronously, before `creating` is assigned: clearing
+      // `creating` inside it left a settled promise there for good, and once that packer was full
+      // save() spun forever on it (await of a settled promise never yields to I/O). Clear it after.
+      const made = (async () => {
         const p: Packer = this.spool ? await FilePackBuilder.create(type, this.spool.spoolDir()) : new PackBuilder(type);
         this.packers[type] = p;
-        this.creating[type] = undefined;
         return p;
       })();
+      c = this.creating[type] = made;
+      const clear = () => {
+        if (this.creating[type] === made) this.creating[type] = undefined;
+      };
+      made.then(clear, clear);
     }
     return c;
   }
