@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# dmctl against restic on the same S3 server (Ceph radosgw on 127.0.0.1) in one run: backup of a
+# tree and of a generated SQL dump, and their restores. Prints wall time and peak RSS per step and
+# the dmctl/restic ratios (below 1.00: dmctl is faster / smaller), then checks both round trips.
+#   bench/cloud-bench.sh                 (from anywhere; builds nothing: run `npm run build` first)
+# Env: BENCH_DIR   a folder whose tree/ is backed up when present (default: a copy of /usr/share/doc)
+#      ROWS        rows of the generated dump (default 1000000, about 100 MB; gen-dump.mjs)
+#      KEEP=1      keep the work folder (logs) instead of removing it
+# Needs radosgw (scripts/install-test-servers.sh), restic, GNU time, and a built dist/.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SHARED=${DM_SHARED_DIR:-$ROOT/../shared}
+GEN_DUMP=$SHARED/bench/gen-dump.mjs
+DMCTL="node $ROOT/bin/run.js"
+command -v restic >/dev/null || { echo "cloud-bench: restic is not installed" >&2; exit 2; }
+[ -x /usr/bin/time ] || { echo "cloud-bench: GNU time (/usr/bin/time) is not installed" >&2; exit 2; }
+[ -f "$ROOT/dist/test/support/servers.js" ] || { echo "cloud-bench: run npm run build first" >&2; exit 2; }
+[ -f "$GEN_DUMP" ] || { echo "cloud-bench: $GEN_DUMP not found (set DM_SHARED_DIR)" >&2; exit 2; }
+
+W=$(mktemp -d /tmp/dmctl-cloud-bench-XXXXXX)
+SERVER_PID=
+cleanup() {
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  if [ "${KEEP:-0}" = 1 ]; then echo "work folder kept: $W"; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+
+# --- data
+if [ -n "${BENCH_DIR:-}" ] && [ -d "$BENCH_DIR/tree" ]; then TREE=$BENCH_DIR/tree; else TREE=$W/tree; cp -a /usr/share/doc "$TREE"; fi
+ROWS=${ROWS:-1000000}
+node "$GEN_DUMP" "$ROWS" 1 > "$W/dump.sql"
+echo "tree: $TREE ($(du -sm "$TREE" | cut -f1) MB, $(find "$TREE" | wc -l) entries); dump: $ROWS rows ($(du -sm "$W/dump.sql" | cut -f1) MB)"
+
+# --- radosgw, started and stopped through the test helper (random ports, objects in RAM)
+cat > "$W/server.mjs" <<EOF
+import { startRadosgw } from '$ROOT/dist/test/support/servers.js';
+import fs from 'node:fs';
+// (ceph's OSD now and then fails to join with 'wrong fsid'; startRadosgw retries once, we twice more)
+let rgw;
+for (let i = 0; !rgw; i++) {
+  try { rgw = await startRadosgw({ memstoreBytes: 8 * 1024 ** 3 }); } catch (e) { if (i >= 2) throw e; }
+}
+fs.writeFileSync('$W/endpoint', rgw.endpoint);
+const stop = async () => { await rgw.stop(); process.exit(0); };
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
+setInterval(() => {}, 1 << 30);
+EOF
+node "$W/server.mjs" > "$W/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 400); do [ -s "$W/endpoint" ] && break; kill -0 $SERVER_PID 2>/dev/null || { cat "$W/server.log" >&2; exit 1; }; sleep 0.5; done
+[ -s "$W/endpoint" ] || { echo "cloud-bench: radosgw did not start" >&2; exit 1; }
+EP=$(cat "$W/endpoint")
+echo "radosgw: $EP"
+
+export AWS_ACCESS_KEY_ID=DMTESTACCESSKEY AWS_SECRET_ACCESS_KEY=DMTESTSECRETKEY
+export RESTIC_PASSWORD=bench DM_PASSWORD=bench RESTIC_CACHE_DIR=$W/restic-cache HOME=$W/home
+unset RESTIC_REPOSITORY DM_REPOSITORY DM_PASSWORD_FILE RESTIC_PASSWORD_FILE
+mkdir -p "$HOME"
+
+declare -A WALL RSS
+run() { # run TOOL STEP CMD...
+  local tool=$1 step=$2; shift 2
+  if ! /usr/bin/time -f "%e %M" -o "$W/.t" "$@" >"$W/$tool.$step.log" 2>&1; then
+    echo "!! $tool $step failed:" >&2; tail -5 "$W/$tool.$step.log" >&2; KEEP=1
+  fi
+  read -r w m <"$W/.t"; WALL[$tool.$step]=$w; RSS[$tool.$step]=$m
+}
+
+for tool in restic dmctl; do
+  R=s3:$EP/bench-$tool/repo
+  if [ $tool = restic ]; then
+    run restic init restic -r "$R" init --repository-version 2
+    run restic backup-tree restic -r "$R" backup "$TREE" --host bench
+    run restic backup-dump sh -c "restic -r '$R' backup --stdin --stdin-filename dump.sql --host bench < '$W/dump.sql'"
+    run restic restore-tree restic -r "$R" restore latest --path "$TREE" --target "$W/restore-restic"
+    run restic restore-dump sh -c "restic -r '$R' dump latest --path /dump.sql /dump.sql > '$W/restore-restic.sql'"
+  else
+    run dmctl init $DMCTL repo init -r "$R"
+    run dmctl backup-tree $DMCTL backup -r "$R" "$TREE" --host bench
+    run dmctl backup-dump sh -c "$DMCTL backup-stream -r '$R' --name dump.sql --host bench < '$W/dump.sql'"
+    run dmctl restore-tree $DMCTL restore -r "$R" latest --path "$TREE" --target "$W/restore-dmctl"
+    run dmctl restore-dump sh -c "$DMCTL restore-stream -r '$R' latest --path /dump.sql > '$W/restore-dmctl.sql'"
+  fi
+done
+
+echo
+printf '%-14s %9s %9s %7s   %9s %9s %7s\n' step restic_s dmctl_s ratio restic_MB dmctl_MB ratio
+for step in backup-tree backup-dump restore-tree restore-dump; do
+  rw=${WALL[restic.$step]:-0} dw=${WALL[dmctl.$step]:-0} rm=${RSS[restic.$step]:-0} dm=${RSS[dmctl.$step]:-0}
+  awk -v s=$step -v rw=$rw -v dw=$dw -v rm=$rm -v dm=$dm 'BEGIN{printf "%-14s %9.2f %9.2f %7.2f   %9.1f %9.1f %7.2f\n", s, rw, dw, (rw>0?dw/rw:0), rm/1024, dm/1024, (rm>0?dm/rm:0)}'
+done
+echo
+for tool in restic dmctl; do
+  cmp -s "$W/dump.sql" "$W/restore-$tool.sql" && d=identical || d=DIFFERENT
+  diff -r --no-dereference "$TREE" "$W/restore-$tool$TREE" >/dev/null 2>&1 && t=identical || t=DIFFERENT
+  echo "$tool round trips: tree $t, dump $d"
+done
