@@ -93,7 +93,8 @@ export async function startFaultProxy(upstream: string, plan: FaultPlan = {}, se
       const headers = { ...req.headers }; // keep Host: it is part of S3 signatures
       const preq = http.request({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers, agent }, (pres) => {
         res.writeHead(pres.statusCode ?? 502, pres.headers);
-        if (midBody && Number(pres.headers['content-length'] ?? 0) > 16) {
+        // (a HEAD answer has a content-length but no body: waiting for its first chunk would hang)
+        if (midBody && req.method !== 'HEAD' && Number(pres.headers['content-length'] ?? 0) > 16) {
           stats.resets++;
           let sent = false;
           pres.once('data', (c: Buffer) => {
