@@ -179,7 +179,7 @@ describe('faults between dmctl and radosgw', { timeout: 300_000 }, () => {
     assert.equal(out.sha, stream.sha);
 
     const injected = proxy.stats.resets + proxy.stats.errors - faultsBefore;
-    ctx.diagnostic(`proxy: ${JSON.stringify(proxy.stats)}`);
+    ctx.diagnostic(`proxy: ${JSON.stringify(proxy.stats)}; seconds: backup ${b.durationMs / 1000}, restore ${r.durationMs / 1000}, restore-stream ${out.r.durationMs / 1000}`);
     assert.ok(injected >= 10, `the proxy injected faults (${JSON.stringify(proxy.stats)})`);
     proxy.plan = {};
     const check = ok(await rs(direct, ['check', '--read-data']));
