@@ -30,6 +30,19 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** Starts a server up to three times, each on a new free port (another test may grab the port first). */
+async function withFreshPortRetry<T>(start: () => Promise<T>): Promise<T> {
+  let last: unknown;
+  for (let i = 0; i < 3; i++) {
+    try {
+      return await start();
+    } catch (err) {
+      last = err;
+    }
+  }
+  throw last;
+}
+
 export async function waitForPort(port: number, timeoutMs: number, proc?: ChildProcess): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -39,7 +52,15 @@ export async function waitForPort(port: number, timeoutMs: number, proc?: ChildP
       s.once('connect', () => { s.destroy(); resolve(true); });
       s.once('error', () => resolve(false));
     });
-    if (ok) return;
+    if (ok) {
+      if (!proc) return;
+      // Something answers on the port, but it may be another test's server that took the same
+      // "free" port first (test files run in parallel): ours must still be alive a moment later
+      // (a failed bind makes it exit) and must have said that it listens on this port.
+      await new Promise((r) => setTimeout(r, 300));
+      if (proc.exitCode !== null) throw new Error(`server exited with code ${proc.exitCode}: port ${port} was taken`);
+      return;
+    }
     if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -169,6 +190,10 @@ export interface AzuriteServer extends Server {
 }
 
 export async function startAzurite(): Promise<AzuriteServer> {
+  return withFreshPortRetry(() => startAzuriteOnce());
+}
+
+async function startAzuriteOnce(): Promise<AzuriteServer> {
   const port = await freePort();
   const bin = path.join(projectRoot, 'node_modules', '.bin', 'azurite-blob');
   const child = spawnServer(bin, ['--blobHost', '127.0.0.1', '--blobPort', String(port), '--inMemoryPersistence', '--silent', '--disableTelemetry', '--skipApiVersionCheck', '--loose']);
@@ -201,6 +226,10 @@ export interface GcsEmulator extends Server {
 export const GCS_CLIENT_ENV = { METADATA_SERVER_DETECTION: 'none', GCE_METADATA_HOST: '127.0.0.1:1', GCE_METADATA_IP: '127.0.0.1:1' };
 
 export async function startGcsEmulator(): Promise<GcsEmulator> {
+  return withFreshPortRetry(() => startGcsEmulatorOnce());
+}
+
+async function startGcsEmulatorOnce(): Promise<GcsEmulator> {
   const port = await freePort();
   const modules = path.join(projectRoot, '.cache', 'firebase', 'node_modules');
   if (!existsSync(path.join(modules, 'firebase-tools'))) throw new Error('firebase-tools is not installed: run scripts/install-test-servers.sh');
@@ -223,6 +252,10 @@ export interface RestServer extends Server {
 }
 
 export async function startRcloneRestic(dir: string, extraArgs: string[] = []): Promise<RestServer> {
+  return withFreshPortRetry(() => startRcloneResticOnce(dir, extraArgs));
+}
+
+async function startRcloneResticOnce(dir: string, extraArgs: string[]): Promise<RestServer> {
   const port = await freePort();
   await fsp.mkdir(dir, { recursive: true });
   const child = spawnServer('rclone', ['serve', 'restic', '--addr', `127.0.0.1:${port}`, ...extraArgs, dir], { env: { RCLONE_CONFIG: '/dev/null' } });
