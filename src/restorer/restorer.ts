@@ -66,6 +66,8 @@ const HOLE_MERGE = 1024 * 1024;
 /** Files (or bytes of content) collected before their data is restored. */
 const BATCH_FILES = 4000;
 const BATCH_BYTES = 512 * 1024 * 1024;
+/** Directories whose trees are loaded ahead of the walk. */
+const TREE_PREFETCH = 16;
 
 export function splitSnapshotSpec(spec: string): { id: string; subpath: string } {
   const i = spec.indexOf(':');
@@ -151,9 +153,34 @@ export class Restorer {
     });
   }
 
+  private readonly treeLoads = new Map<string, Promise<Node[]>>();
+  private readonly treeSlots = new Semaphore(8);
+
+  /** Loads and decodes a tree once; a load started ahead is picked up (and forgotten) by its user. */
+  private loadTree(id: string): Promise<Node[]> {
+    let p = this.treeLoads.get(id);
+    if (p) {
+      this.treeLoads.delete(id);
+      return p;
+    }
+    p = this.treeSlots.run(() => this.repo.loadBlob('tree', id)).then((b) => decodeTree(b));
+    this.treeLoads.set(id, p);
+    return p;
+  }
+
   /** Walks a tree, creating everything but file data. `snapDir` is the path inside the snapshot. */
   private async walk(nodes: Node[], dir: Buffer, snapDir: string, depth: number, all: boolean): Promise<void> {
+    // Sub-trees are loaded ahead (a window of directories, a few requests at a time): one request
+    // after another is what made restores from remote storage slow.
+    const dirs = nodes.filter((n) => n.type === 'dir' && n.subtree).map((n) => n.subtree!);
+    let ahead = 0;
+    const prefetch = (upTo: number) => {
+      for (; ahead < Math.min(upTo, dirs.length); ahead++) void this.loadTree(dirs[ahead]).catch(() => {});
+    };
+    prefetch(TREE_PREFETCH);
+    let seenDirs = 0;
     for (const node of nodes) {
+      if (node.type === 'dir' && node.subtree) prefetch(++seenDirs + TREE_PREFETCH);
       const snapPath = snapDir === '/' ? `/${node.name.toString()}` : `${snapDir}/${node.name.toString()}`;
       // Inside an included directory everything is included, but excludes still apply at every depth.
       const sel = all && !this.opts.exclude?.length ? 'yes' : this.selected(snapPath, node.type === 'dir', all);
@@ -161,7 +188,7 @@ export class Restorer {
       const p = joinPath(dir, node.name);
       if (node.type === 'dir') {
         if (sel === 'descend') {
-          const children = decodeTree(await this.repo.loadBlob('tree', node.subtree!));
+          const children = await this.loadTree(node.subtree!);
           // create lazily only if something inside is selected: create now, cheap, remove nothing
           await this.mkdir(p);
           await this.walk(children, p, snapPath, depth + 1, false);
@@ -170,7 +197,7 @@ export class Restorer {
         }
         await this.mkdir(p);
         this.dirs++;
-        if (node.subtree) await this.walk(decodeTree(await this.repo.loadBlob('tree', node.subtree)), p, snapPath, depth + 1, true);
+        if (node.subtree) await this.walk(await this.loadTree(node.subtree), p, snapPath, depth + 1, true);
         this.dirMeta.push({ path: p, node, depth });
       } else if (node.type === 'file') {
         this.addFile(p, node);
