@@ -16,7 +16,11 @@ export const projectRoot = (() => {
   while (!existsSync(path.join(d, 'package.json'))) d = path.dirname(d);
   return d;
 })();
-const TESTENV = process.env.DMCTL_TESTENV ?? '/work/shared/testenv';
+// shared/testenv sits beside the checkout (CI clones main with shared/ next to it).
+const TESTENV =
+  process.env.DMCTL_TESTENV ??
+  [path.join(projectRoot, '..', 'shared', 'testenv'), '/work/shared/testenv'].find((d) => existsSync(path.join(d, 'ceph-rgw.sh'))) ??
+  path.join(projectRoot, '..', 'shared', 'testenv');
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
