@@ -230,7 +230,48 @@ export interface GcsEmulator extends Server {
 export const GCS_CLIENT_ENV = { METADATA_SERVER_DETECTION: 'none', GCE_METADATA_HOST: '127.0.0.1:1', GCE_METADATA_IP: '127.0.0.1:1' };
 
 export async function startGcsEmulator(): Promise<GcsEmulator> {
-  return withFreshPortRetry(() => startGcsEmulatorOnce());
+  // Two Firebase storage emulators at once (test files run in parallel) interfere: the second one's
+  // uploads were refused in full runs, never when a file ran alone. One at a time, across processes.
+  const release = await acquireGcsLock();
+  try {
+    const emu = await withFreshPortRetry(() => startGcsEmulatorOnce());
+    const stop = emu.stop;
+    return { ...emu, stop: async () => { try { await stop(); } finally { await release(); } } };
+  } catch (err) {
+    await release();
+    throw err;
+  }
+}
+
+const GCS_LOCK = path.join(os.tmpdir(), 'dmctl-test-gcs-emulator.lock');
+
+/** An exclusive lock file holding the owner's PID; a lock whose owner is gone is broken. */
+async function acquireGcsLock(timeoutMs = 600_000): Promise<() => Promise<void>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await fsp.writeFile(GCS_LOCK, String(process.pid), { flag: 'wx' });
+      return async () => {
+        const owner = await fsp.readFile(GCS_LOCK, 'utf8').catch(() => '');
+        if (owner === String(process.pid)) await fsp.rm(GCS_LOCK, { force: true });
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const owner = Number(await fsp.readFile(GCS_LOCK, 'utf8').catch(() => '0'));
+      let alive = false;
+      try {
+        if (owner > 0) {
+          process.kill(owner, 0);
+          alive = true;
+        }
+      } catch {
+        alive = false;
+      }
+      if (!alive) await fsp.rm(GCS_LOCK, { force: true });
+      else if (Date.now() > deadline) throw new Error(`GCS emulator lock held by PID ${owner} for too long`);
+      else await new Promise((r) => setTimeout(r, 250));
+    }
+  }
 }
 
 async function startGcsEmulatorOnce(): Promise<GcsEmulator> {
