@@ -58,7 +58,7 @@ before(async () => {
     startRcloneRestic(path.join(tmpRoot, 'rest')),
   ]);
   gcsRecorder = await startFaultProxy(gcs.endpoint, {});
-}, { timeout: 300_000 });
+}, { timeout: 400_000 });
 
 after(async () => {
   await Promise.allSettled([rgw?.stop(), azurite?.stop(), gcs?.stop(), rest?.stop(), gcsRecorder?.stop()]);

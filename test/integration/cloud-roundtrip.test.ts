@@ -69,7 +69,7 @@ before(async () => {
   fileCount = await makeTree(SRC);
   srcManifest = await treeManifest(SRC);
   [rgw, azurite, gcs, rest] = await started;
-}, { timeout: 300_000 });
+}, { timeout: 400_000 });
 
 after(async () => {
   await Promise.allSettled([rgw?.stop(), azurite?.stop(), gcs?.stop(), rest?.stop()]);

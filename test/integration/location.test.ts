@@ -30,7 +30,7 @@ before(async () => {
   const be = await openBackend(`s3:${rgw.endpoint}/loc/x`, { profile: { s3: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey } } });
   await be.create();
   await be.close();
-}, { timeout: 240_000 });
+}, { timeout: 400_000 });
 
 after(async () => {
   await Promise.allSettled([rgw?.stop(), azurite?.stop()]);

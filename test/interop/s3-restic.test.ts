@@ -37,7 +37,7 @@ before(async () => {
   makeAwkwardTree(src);
   srcManifest = await treeManifest(src);
   rgw = await started;
-}, { timeout: 240_000 });
+}, { timeout: 400_000 });
 
 after(async () => {
   await rgw?.stop();

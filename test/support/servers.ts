@@ -173,11 +173,17 @@ async function startRadosgwOnce(opts: { memstoreBytes?: number }): Promise<Rados
 
 /** Starts a one-node Ceph cluster with radosgw (about 12 s, 400 MB); one retry in a fresh folder. */
 export async function startRadosgw(opts: { memstoreBytes?: number } = {}): Promise<RadosgwServer> {
-  try {
-    return await startRadosgwOnce(opts);
-  } catch {
-    return startRadosgwOnce(opts);
+  // Ceph's OSD sometimes fails to join its fresh cluster ("wrong fsid"); a new cluster in a new
+  // folder starts. Three attempts: two failures in a row were seen on a loaded machine.
+  let last: unknown;
+  for (let i = 0; i < 3; i++) {
+    try {
+      return await startRadosgwOnce(opts);
+    } catch (err) {
+      last = err;
+    }
   }
+  throw last;
 }
 
 // ---------- azurite (Azure Blob) ----------
