@@ -21,9 +21,16 @@ export const clusterFlags = {
   'memory-limit': Flags.string({ summary: 'With --kube: memory limit of the pod (e.g. 1Gi).', helpValue: 'QUANTITY', helpGroup: KUBE }),
 };
 
+/** A repository on a claim, and storage credentials copied into the cluster (server start, and pods that skip the server). */
+const repoKubeFlags = {
+  'repo-pvc': Flags.string({ summary: 'With --kube: claim holding a local repository, mounted at /srv/repo (--repo is then a path on it).', helpValue: 'CLAIM', helpGroup: KUBE }),
+  'storage-env': Flags.string({ summary: 'With --kube: also copy this variable of your environment into the cluster\'s Secret (storage credentials; repeatable).', multiple: true, helpValue: 'VAR', helpGroup: KUBE }),
+};
+
 /** Datamover pod commands (backup, restore, backup-stream, restore-stream). */
 export const podFlags = {
   ...clusterFlags,
+  ...repoKubeFlags,
   pvc: Flags.string({ summary: 'With --kube: the PersistentVolumeClaim to back up or restore into.', helpValue: 'CLAIM', helpGroup: KUBE }),
   'sub-path': Flags.string({ summary: 'With --kube: only this folder of the claim.', helpValue: 'PATH', helpGroup: KUBE }),
   server: Flags.string({ summary: 'With --kube: the dmctl server (started with `server start --kube --name`) to store into.', helpValue: 'NAME', helpGroup: KUBE }),
@@ -40,8 +47,7 @@ export const serverKubeFlags = {
 
 export const serverStartKubeFlags = {
   ...serverKubeFlags,
-  'repo-pvc': Flags.string({ summary: 'With --kube: claim holding a local repository, mounted at /srv/repo.', helpValue: 'CLAIM', helpGroup: KUBE }),
-  'storage-env': Flags.string({ summary: 'With --kube: pass this variable of your environment to the server (storage credentials; repeatable).', multiple: true, helpValue: 'VAR', helpGroup: KUBE }),
+  ...repoKubeFlags,
 };
 
 /** forget / prune / check: no short options (-n is their --dry-run) and no --dry-run of our own (theirs goes to the pod). */
@@ -55,6 +61,7 @@ export const maintenanceKubeFlags = {
   'memory-limit': clusterFlags['memory-limit'],
   server: Flags.string({ summary: 'With --kube: run next to the storage of this dmctl server (its Secret and claim).', helpValue: 'NAME', helpGroup: KUBE }),
   'keep-pod': Flags.boolean({ summary: 'With --kube: keep the pod after it ends (for debugging).', helpGroup: KUBE }),
+  ...repoKubeFlags,
 };
 
 export const datamoverFlags = {
@@ -84,10 +91,10 @@ export function kubeRequested(argv: string[]): boolean {
   return (sep < 0 ? argv : argv.slice(0, sep)).includes('--kube');
 }
 
-/** In-pod: repository settings from the datamover contract. */
+/** In-pod: repository settings from the datamover contract (or DM_REPOSITORY), and how long to wait for the server. */
 export async function datamoverSettings(flags: { 'credentials-dir': string }) {
-  const { contractSettings } = await import('./datamover.js');
-  return (await contractSettings({ credentialsDir: flags['credentials-dir'] })).settings;
+  const { podSettings } = await import('./datamover.js');
+  return podSettings({ credentialsDir: flags['credentials-dir'] });
 }
 
 /** In-pod: the result line the CLI side parses from the pod log. */

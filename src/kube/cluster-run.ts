@@ -14,7 +14,8 @@ import { readSecretFile } from '../server/cli-support.js';
 import { KubeClient, type KObject } from './client.js';
 import { contractSettings } from './datamover.js';
 import { KubeError } from './errors.js';
-import { DEFAULT_IMAGE, datamoverPod, dnsName, dumpPod, maintenancePod, REPO_MOUNT, rbacRole, serverNames, type PodObj, type ServerRef } from './manifests.js';
+import { DEFAULT_IMAGE, datamoverPod, dnsName, dumpPod, maintenancePod, randomSuffix, REPO_MOUNT, rbacRole, repoSecret, repoSecretName, serverNames, type PodObj, type RepoAccess, type ServerRef } from './manifests.js';
+import { collectStorageEnv, locationHasCredentials, providerOf } from './storage-env.js';
 import { RESULT_MARKER, runPod, type PodOutcome } from './pods.js';
 import { clusterServerStatus, editClusterUser, listClusterUsers, refreshClusterServer, serverRef, serverStartObjects, startServerInCluster, stopClusterServer } from './server.js';
 
@@ -61,7 +62,15 @@ function ioFor(cmd: Command, flags: AnyFlags): Io {
   };
 }
 
-function printObjects(objs: KObject[], format: string | undefined): void {
+/** Secrets in --dry-run output: every `data` value redacted (placeholders in stringData say where they come from). */
+function redact(o: KObject): KObject {
+  if (o.kind !== 'Secret' || !o.data) return o;
+  const { data, ...rest } = o as KObject & { data: Record<string, string>; stringData?: Record<string, string> };
+  return { ...rest, stringData: { ...Object.fromEntries(Object.keys(data).map((k) => [k, '<redacted>'])), ...(rest.stringData ?? {}) } } as KObject;
+}
+
+function printObjects(objs0: KObject[], format: string | undefined): void {
+  const objs = objs0.map(redact);
   if (format === 'json') process.stdout.write(JSON.stringify(objs.length === 1 ? objs[0] : { apiVersion: 'v1', kind: 'List', items: objs }, null, 2) + '\n');
   else process.stdout.write(objs.map((o) => k8s.dumpYaml(o)).join('---\n'));
 }
@@ -76,6 +85,40 @@ async function podResult(out: PodOutcome, what: string): Promise<unknown> {
     });
   }
   return out.result;
+}
+
+/** A location as a pod sees it: relative paths and no --repo are on the claim mounted at REPO_MOUNT. */
+function podLocation(repo: string | undefined, claim: string | undefined, what: string): string {
+  if (claim) {
+    if (!repo) return REPO_MOUNT;
+    if (providerOf(repo) !== 'local') throw new UsageError(`--repo ${repo} is a URL: --repo-pvc makes no sense with it`, 'use --repo-pvc for a repository on a claim, --repo URL for cloud storage');
+    return repo.startsWith('/') ? repo : `${REPO_MOUNT}/${repo.replace(/^\.\/+/, '')}`.replace(/\/+$/, '');
+  }
+  if (!repo) throw new UsageError(`--kube ${what} needs --server NAME, or --repo LOCATION (a URL, or a path with --repo-pvc CLAIM)`);
+  if (providerOf(repo) === 'local') throw new UsageError(`--repo ${repo}: a local path needs --repo-pvc CLAIM (the claim holding it, mounted at ${REPO_MOUNT})`, 'or use a cloud URL (s3:, azure:, gs:, rest:)');
+  return repo;
+}
+
+/** The repository password for a pod's Secret: --password-file, DM_PASSWORD_FILE, DM_PASSWORD (never argv). */
+async function repoPassword(flags: AnyFlags, dry: boolean): Promise<string> {
+  const file = (flags['password-file'] as string | undefined) ?? process.env.DM_PASSWORD_FILE;
+  if (dry) return `<redacted: the repository password${file ? ` from ${file}` : ''}>`;
+  if (file) return readSecretFile(file, 'password');
+  if (process.env.DM_PASSWORD) return process.env.DM_PASSWORD;
+  throw new UsageError('--kube with --repo needs --password-file FILE (the repository password)', 'it goes into a short-lived Secret of the pod, deleted with it');
+}
+
+/** Straight to a repository: the pod's RepoAccess and its short-lived Secret. */
+async function repoTarget(flags: AnyFlags, ns: string, pod: string, what: string, dry: boolean): Promise<{ access: RepoAccess; secret: KObject }> {
+  const claim = flags['repo-pvc'] as string | undefined;
+  const location = podLocation(flags.repo as string | undefined, claim, what);
+  const password = await repoPassword(flags, dry);
+  const storage = await collectStorageEnv(location, (flags['storage-env'] as string[] | undefined) ?? [], { placeholders: dry });
+  const secret = repoSecretName(pod);
+  const inSecret = locationHasCredentials(location);
+  const access: RepoAccess = { secret, location, locationInSecret: inSecret, claim, envKeys: Object.keys(storage.env), fileKeys: Object.keys(storage.files) };
+  const obj = repoSecret({ name: secret, namespace: ns, pod, password, location: inSecret ? (dry ? '<redacted: the repository URL>' : location) : undefined, env: storage.env, files: storage.files, placeholders: dry });
+  return { access, secret: obj as unknown as KObject };
 }
 
 function streamCommand(cmd: Command): string[] {
@@ -122,26 +165,44 @@ async function dispatch(cmd: Command, op: KubeOp, flags: AnyFlags, args: AnyFlag
   };
   const needServer = async (): Promise<ServerRef> => {
     const s = flags.server as string | undefined;
-    if (!s) throw new UsageError('--kube needs --server NAME', 'the dmctl server (see `dmctl server start --kube`) the pod stores into');
+    if (!s) throw new UsageError('--kube needs --server NAME, or --repo LOCATION (a URL, or a path with --repo-pvc CLAIM)', 'the dmctl server (see `dmctl server start --kube`) or the repository the pod stores into');
     if (dry) return { name: s, namespace: ns, clientId: (flags.user as string | undefined) ?? 'USER', fingerprint: '<fingerprint of the server certificate>' };
     return serverRef(client, s, flags.user as string | undefined);
   };
-  const runAndReport = async (pod: PodObj, what: string, claims: string[], container?: string): Promise<unknown> => {
+  /** Where a pod stores: a server (--server) or straight a repository (--repo / --repo-pvc, with a short-lived Secret). */
+  const storeTarget = async (pod: string, what: string): Promise<{ server?: ServerRef; repo?: RepoAccess; companions: KObject[]; claims: string[] }> => {
+    const direct = flags.repo !== undefined || flags['repo-pvc'] !== undefined;
+    if (direct && flags.server) throw new UsageError('--server and --repo/--repo-pvc exclude each other', 'the pod stores either into a dmctl server or straight into a repository');
+    if (!direct) return { server: await needServer(), companions: [], claims: [] };
+    const t = await repoTarget(flags, ns, pod, what, dry);
+    return { repo: t.access, companions: [t.secret], claims: t.access.claim ? [t.access.claim] : [] };
+  };
+  const runAndReport = async (pod: PodObj, what: string, claims: string[], opts: { container?: string; side?: string[]; companions?: KObject[] } = {}): Promise<unknown> => {
     if (dry) {
-      printObjects([pod as unknown as KObject], flags.output as string | undefined);
+      printObjects([...(opts.companions ?? []), pod as unknown as KObject], flags.output as string | undefined);
       return undefined;
     }
-    let keep = Boolean(flags['keep-pod']);
-    const out = await runPod(client, pod, {
-      container,
+    const main = opts.container ?? pod.spec!.containers[pod.spec!.containers.length - 1]!.name;
+    const running = runPod(client, pod, {
+      container: main,
+      sideContainers: opts.side,
+      companions: opts.companions,
       claims,
-      keepPod: keep,
+      keepPod: Boolean(flags['keep-pod']),
       signal,
       startTimeoutMs: timeoutMs,
       progress: io.progress,
-      onLine: (l) => io.line(`${pod.metadata.name}: ${l}`),
+      onLine: (l, c) => io.line(c === main ? `${pod.metadata.name}: ${l}` : `${pod.metadata.name}/${c}: ${l}`),
     });
-    keep = out.kept;
+    // Ctrl-C: the base command exits once its interrupt handlers are done; this one waits until the pod (and its
+    // Secret) are deleted, which runPod does when the abort signal stops it.
+    const unregister = typeof (cmd as Loose).onInterrupt === 'function' ? ((cmd as Loose).onInterrupt(() => running.then(() => undefined, () => undefined)) as () => void) : undefined;
+    let out: PodOutcome;
+    try {
+      out = await running;
+    } finally {
+      unregister?.();
+    }
     return podResult(out, what);
   };
 
@@ -150,10 +211,12 @@ async function dispatch(cmd: Command, op: KubeOp, flags: AnyFlags, args: AnyFlag
     case 'restore': {
       const claim = flags.pvc as string | undefined;
       if (!claim) throw new UsageError(`--kube ${op} needs --pvc CLAIM`);
-      const server = await needServer();
+      if (claim === flags['repo-pvc']) throw new UsageError(`--pvc and --repo-pvc are the same claim (${claim})`, 'keep the repository on another claim than the data');
+      const name = dnsName('dmctl', op, claim.slice(0, 40), randomSuffix());
+      const store = await storeTarget(name, op);
       const selector = op === 'backup' ? ((flags.tag as string[] | undefined)?.[0] ?? '') : ((args.snapshot as string | undefined) ?? 'latest');
-      const pod = datamoverPod({ namespace: ns, image, operation: op, claim, subPath: flags['sub-path'] as string | undefined, selector, host: op === 'backup' ? ((flags.host as string | undefined) ?? `${claim}.${ns}`) : undefined, server, memoryLimit });
-      const r = (await runAndReport(pod, op === 'backup' ? 'datamover' : 'restore', [claim])) as Record<string, unknown> | undefined;
+      const pod = datamoverPod({ name, namespace: ns, image, operation: op, claim, subPath: flags['sub-path'] as string | undefined, selector, host: op === 'backup' ? ((flags.host as string | undefined) ?? `${claim}.${ns}`) : undefined, server: store.server, repo: store.repo, memoryLimit });
+      const r = (await runAndReport(pod, op === 'backup' ? 'datamover' : 'restore', [claim, ...store.claims], { companions: store.companions })) as Record<string, unknown> | undefined;
       if (!r) return undefined;
       if (op === 'backup') {
         if (!io.json) io.log(`snapshot ${String(r.shortId ?? r.id)} saved (${r.fileCount} files, ${r.logicalSize} bytes read, ${r.physicalSize} bytes stored)`);
@@ -167,8 +230,10 @@ async function dispatch(cmd: Command, op: KubeOp, flags: AnyFlags, args: AnyFlag
       if (!command.length) throw new UsageError(`--kube ${op} needs the command after --`, `dmctl ${op} --kube --image IMG ... -- CMD ARGS`);
       const dumpImage = flags.image as string | undefined;
       if (!dumpImage) throw new UsageError(`--kube ${op} needs --image IMG (the image that runs the command)`);
-      const server = await needServer();
+      const name = dnsName('dmctl', op === 'backup-stream' ? 'dump' : 'load', randomSuffix());
+      const store = await storeTarget(name, op);
       const pod = dumpPod({
+        name,
         namespace: ns,
         image: (flags['dmctl-image'] as string | undefined) ?? process.env.DM_IMAGE ?? DEFAULT_IMAGE,
         dumpImage,
@@ -176,10 +241,11 @@ async function dispatch(cmd: Command, op: KubeOp, flags: AnyFlags, args: AnyFlag
         operation: op === 'backup-stream' ? 'backup' : 'restore',
         streamName: (flags.name as string | undefined) ?? 'stream',
         selector: (args.snapshot as string | undefined) ?? 'latest',
-        server,
+        server: store.server,
+        repo: store.repo,
         memoryLimit,
       });
-      const r = (await runAndReport(pod, op === 'backup-stream' ? 'dump' : 'load', [], 'datamover')) as Record<string, unknown> | undefined;
+      const r = (await runAndReport(pod, op === 'backup-stream' ? 'dump' : 'load', store.claims, { container: 'datamover', side: ['dump'], companions: store.companions })) as Record<string, unknown> | undefined;
       if (!r) return undefined;
       if (op === 'backup-stream') {
         if (!io.json) io.log(`snapshot ${String(r.shortId ?? r.id)} saved (${r.logicalSize} bytes)`);
@@ -191,7 +257,20 @@ async function dispatch(cmd: Command, op: KubeOp, flags: AnyFlags, args: AnyFlag
     case 'prune':
     case 'check': {
       const s = flags.server as string | undefined;
-      if (!s) throw new UsageError(`--kube ${op} needs --server NAME`, 'the maintenance pod runs next to that server\'s storage');
+      const passthrough = cmd.argv.filter((a, i, all) => {
+        if (/^(--(kube|kubeconfig|context|namespace|timeout|server|image|memory-limit|keep-pod|repo|password-file|repo-pvc|storage-env)(=|$)|-r$)/.test(a)) return false;
+        const prev = all[i - 1];
+        return !(prev && /^(--(kubeconfig|context|namespace|timeout|server|image|memory-limit|repo|password-file|repo-pvc|storage-env)|-r)$/.test(prev));
+      });
+      if (!s) {
+        if (flags.repo === undefined && flags['repo-pvc'] === undefined) throw new UsageError(`--kube ${op} needs --server NAME, or --repo LOCATION (a URL, or a path with --repo-pvc CLAIM)`, 'the maintenance pod runs next to that server\'s storage, or goes straight to the repository');
+        const name = dnsName('dmctl', op, 'repo', randomSuffix());
+        const t = await repoTarget(flags, ns, name, op, false);
+        const pod = maintenancePod({ name, namespace: ns, image, command: op, args: passthrough, access: t.access, memoryLimit });
+        const out = await runAndReport(pod, op, t.access.claim ? [t.access.claim] : [], { companions: [t.secret] });
+        return out ?? { ok: true };
+      }
+      if (flags.repo !== undefined || flags['repo-pvc'] !== undefined) throw new UsageError('--server and --repo/--repo-pvc exclude each other');
       const dep = dry ? undefined : await client.get('apps/v1', 'Deployment', s);
       if (!dry && !dep) throw new KubeError('not-found', `dmctl server ${s} not found in namespace ${ns}`);
       const c = (dep?.spec as Loose)?.template?.spec;
@@ -199,12 +278,8 @@ async function dispatch(cmd: Command, op: KubeOp, flags: AnyFlags, args: AnyFlag
       const repoArg = container?.args?.[container.args.indexOf('--repo') + 1] ?? REPO_MOUNT;
       const claim = c?.volumes?.find((v: Loose) => v.name === 'repo')?.persistentVolumeClaim?.claimName as string | undefined;
       const envKeys = (container?.env ?? []).filter((e: Loose) => e.valueFrom?.secretKeyRef).map((e: Loose) => e.name as string);
-      const passthrough = cmd.argv.filter((a, i, all) => {
-        if (/^--(kube|kubeconfig|context|namespace|timeout|server|image|memory-limit|keep-pod)(=|$)/.test(a)) return false;
-        const prev = all[i - 1];
-        return !(prev && /^--(kubeconfig|context|namespace|timeout|server|image|memory-limit)$/.test(prev));
-      });
-      const pod = maintenancePod({ namespace: ns, image, server: s, command: op, args: passthrough, repo: repoArg, repoClaim: claim, storageEnvKeys: envKeys, memoryLimit });
+      const fileKeys = (container?.env ?? []).filter((e: Loose) => typeof e.value === 'string' && e.value.startsWith(`/etc/secrets/${serverNames(s).storage}/file.`)).map((e: Loose) => e.name as string);
+      const pod = maintenancePod({ namespace: ns, image, server: s, command: op, args: passthrough, repo: repoArg, repoClaim: claim, storageEnvKeys: envKeys, storageFileKeys: fileKeys, memoryLimit });
       const out = await runAndReport(pod, op, claim ? [claim] : []);
       return out ?? { ok: true };
     }
@@ -214,16 +289,14 @@ async function dispatch(cmd: Command, op: KubeOp, flags: AnyFlags, args: AnyFlag
       if (!pwFile && !dry) throw new UsageError('--kube server start needs --password-file FILE (the repository password)', 'the server uses it only to manage users\' key files');
       const repoPassword = pwFile ? await readSecretFile(pwFile, 'password') : '<repository password>';
       const repoClaim = flags['repo-pvc'] as string | undefined;
-      const repo = (flags.repo as string | undefined) ?? (repoClaim ? REPO_MOUNT : undefined);
-      if (!repo) throw new UsageError('--kube server start needs --repo LOCATION or --repo-pvc CLAIM');
-      const storageEnv: Record<string, string> = {};
-      for (const v of (flags['storage-env'] as string[] | undefined) ?? []) {
-        if (process.env[v] === undefined) throw new UsageError(`--storage-env ${v}: not set in this environment`);
-        storageEnv[v] = process.env[v]!;
-      }
+      if (!flags.repo && !repoClaim) throw new UsageError('--kube server start needs --repo LOCATION or --repo-pvc CLAIM');
+      const repo = podLocation(flags.repo as string | undefined, repoClaim, 'server start');
+      const storage = await collectStorageEnv(repo, (flags['storage-env'] as string[] | undefined) ?? []);
+      const storageEnv = storage.env;
+      const storageFiles = storage.files;
       const tlsCert = flags['tls-cert-file'] ? await fsp.readFile(flags['tls-cert-file'] as string, 'utf8') : undefined;
       const tlsKey = flags['tls-key-file'] ? await fsp.readFile(flags['tls-key-file'] as string, 'utf8') : undefined;
-      const input = { name, image, repo, repoClaim, repoPassword, storageEnv, tlsCert, tlsKey, privateRepos: flags['private-repos'] as boolean | undefined, clientRole: flags['client-credentials-role'] as 'append' | undefined, memoryLimit };
+      const input = { name, image, repo, repoClaim, repoPassword, storageEnv, storageFiles, tlsCert, tlsKey, privateRepos: flags['private-repos'] as boolean | undefined, clientRole: flags['client-credentials-role'] as 'append' | undefined, memoryLimit };
       if (dry) {
         printObjects(await serverStartObjects({ namespace: ns, get: client.get.bind(client) }, input), flags.output as string | undefined);
         return undefined;

@@ -83,6 +83,25 @@ export async function contractSettings(i: ContractInput): Promise<{ settings: Re
   return { settings, connection: { url: `${u.protocol}//${u.host}/`, user: cred.user, fingerprint, protocol: usable.name } };
 }
 
+/**
+ * dmctl's extension of the contract: when DM_REPOSITORY is set (and SERVER_URL is not), the pod goes straight to that
+ * repository with DM_PASSWORD_FILE (a mounted Secret) and the storage variables of its environment; there is no
+ * server, so nothing to wait for.
+ */
+export function directRepository(env: NodeJS.ProcessEnv = process.env): boolean {
+  return !!env.DM_REPOSITORY && !env.SERVER_URL;
+}
+
+/** Settings of a datamover pod: straight to a repository, or through the server of the contract. */
+export async function podSettings(i: ContractInput): Promise<{ settings: RepoSettings; connectWaitMs: number }> {
+  const env = i.env ?? process.env;
+  if (directRepository(env)) {
+    const settings = await resolveSettings({ 'config-file': path.join(env.HOME ?? '/tmp', '.no-connection-file') }, { env, interactive: false });
+    return { settings, connectWaitMs: 0 };
+  }
+  return { settings: (await contractSettings(i)).settings, connectWaitMs: 90_000 };
+}
+
 /** Opens the repository, waiting while the server does not know the credential yet (secret volumes sync late). */
 async function openWithRetry(settings: RepoSettings, progress: ProgressFn, waitMs: number) {
   const deadline = Date.now() + waitMs;
@@ -91,7 +110,7 @@ async function openWithRetry(settings: RepoSettings, progress: ProgressFn, waitM
       return await openRepositoryFromSettings(settings);
     } catch (err) {
       const kind = (err as { kind?: string }).kind;
-      if (Date.now() > deadline || (kind !== 'access-denied' && kind !== 'unreachable' && kind !== 'network')) throw err;
+      if (Date.now() >= deadline || (kind !== 'access-denied' && kind !== 'unreachable' && kind !== 'network')) throw err;
       progress({ phase: 'connect', warning: `server not ready for this client yet (${(err as Error).message}); retrying` });
       await new Promise((r) => setTimeout(r, 2000));
     }

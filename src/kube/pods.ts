@@ -14,8 +14,15 @@ export const RESULT_MARKER = 'dmctl-result: ';
 export interface RunPodOptions {
   /** Container whose log is streamed and whose exit code is the result (default: the last one). */
   container?: string;
-  /** Every log line of that container, except the result line. */
-  onLine?: (line: string) => void;
+  /** Every log line of that container (except the result line), and of the side containers. */
+  onLine?: (line: string, container: string) => void;
+  /** Other containers whose log is streamed too (e.g. the dump command of a stream pod). */
+  sideContainers?: string[];
+  /**
+   * Objects the pod needs (the short-lived Secret of a repository pod): created before it, made dependents of it
+   * (ownerReferences, so the garbage collector removes them with the pod even if dmctl dies), and deleted with it.
+   */
+  companions?: KObject[];
   progress?: ProgressFn;
   signal?: AbortSignal;
   /** How long the pod may stay Pending (ms, default 5 min). */
@@ -46,14 +53,34 @@ export async function runPod(client: KubeClient, pod: PodObj, o: RunPodOptions =
   const containers = pod.spec?.containers ?? [];
   const container = o.container ?? containers[containers.length - 1]!.name;
   const name = pod.metadata.name;
-  o.progress?.({ phase: 'pod', item: `creating pod ${name}` });
-  await client.create(pod as unknown as KObject);
   let deleted = false;
+  let podCreated = false;
+  const companions: KObject[] = [];
   const cleanup = async () => {
     if (deleted) return;
     deleted = true;
-    await client.delete('v1', 'Pod', name, { gracePeriodSeconds: 5 }).catch(() => undefined);
+    if (podCreated) await client.delete('v1', 'Pod', name, { gracePeriodSeconds: 5 }).catch(() => undefined);
+    for (const c of companions) await client.delete(c.apiVersion!, c.kind!, c.metadata.name).catch(() => undefined);
   };
+  try {
+    for (const c of o.companions ?? []) {
+      o.progress?.({ phase: 'pod', item: `creating ${c.kind!.toLowerCase()} ${c.metadata.name}` });
+      await client.create(c);
+      companions.push(c);
+    }
+    o.progress?.({ phase: 'pod', item: `creating pod ${name}` });
+    const created = await client.create(pod as unknown as KObject);
+    podCreated = true;
+    const uid = created.metadata.uid;
+    if (uid) {
+      for (const c of companions) {
+        await client.patch(c.apiVersion!, c.kind!, c.metadata.name, { metadata: { ownerReferences: [{ apiVersion: 'v1', kind: 'Pod', name, uid }] } });
+      }
+    }
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
   const tail: string[] = [];
   let result: unknown;
   let stopWatch: (() => void) | undefined;
@@ -75,22 +102,32 @@ export async function runPod(client: KubeClient, pod: PodObj, o: RunPodOptions =
         o.signal.addEventListener('abort', () => fail(o.signal!.reason ?? new InterruptedError('interrupted')), { once: true });
       }
       startTimer = setTimeout(() => fail(new KubeError('pod-timeout', `pod ${name} did not start within ${Math.round((o.startTimeoutMs ?? 300_000) / 1000)}s`, 'see `kubectl describe pod` events; raise --timeout')), o.startTimeoutMs ?? 300_000);
-      const startLog = () => {
-        if (logStarted) return;
-        logStarted = true;
+      const follow = (c: string, onLine: (l: string) => void): Promise<void> => {
         const sink = new PassThrough();
         let partial = '';
-        sink.on('data', (c: Buffer) => {
-          const text = partial + c.toString('utf8');
+        sink.on('data', (chunk: Buffer) => {
+          const text = partial + chunk.toString('utf8');
           const lines = text.split('\n');
           partial = lines.pop()!;
-          for (const l of lines) handleLine(l);
+          for (const l of lines) onLine(l);
         });
-        sink.on('end', () => partial && handleLine(partial));
-        logDone = client.followLog(name, container, sink, logAbort.signal).then(
+        sink.on('end', () => partial && onLine(partial));
+        return client.followLog(name, c, sink, logAbort.signal).then(
           () => void sink.end(),
           () => void sink.end(),
         );
+      };
+      const startLog = () => {
+        if (logStarted) return;
+        logStarted = true;
+        logDone = follow(container, handleLine);
+      };
+      const sideStarted = new Set<string>();
+      const sideDone: Promise<void>[] = [];
+      const startSideLog = (c: string) => {
+        if (sideStarted.has(c)) return;
+        sideStarted.add(c);
+        sideDone.push(follow(c, (l) => o.onLine?.(l, c)));
       };
       const handleLine = (l: string) => {
         const i = l.indexOf(RESULT_MARKER);
@@ -104,7 +141,7 @@ export async function runPod(client: KubeClient, pod: PodObj, o: RunPodOptions =
         }
         tail.push(l);
         if (tail.length > 20) tail.shift();
-        o.onLine?.(l);
+        o.onLine?.(l, container);
       };
       const onPod = (p: KObject) => {
         if (finished) return;
@@ -116,10 +153,14 @@ export async function runPod(client: KubeClient, pod: PodObj, o: RunPodOptions =
           if (startTimer) clearTimeout(startTimer);
           startLog();
         }
+        for (const side of o.sideContainers ?? []) {
+          const ss = st.containerStatuses?.find((c) => c.name === side);
+          if (ss?.state?.running || ss?.state?.terminated) startSideLog(side);
+        }
         if (st.phase === 'Succeeded' || st.phase === 'Failed') {
           finished = true;
           const code = cs?.state?.terminated?.exitCode ?? (st.phase === 'Succeeded' ? 0 : 1);
-          void (logDone ?? Promise.resolve()).then(() => resolve({ phase: st.phase!, exitCode: code }));
+          void Promise.all([logDone ?? Promise.resolve(), ...sideDone]).then(() => resolve({ phase: st.phase!, exitCode: code }));
         }
       };
       client

@@ -12,6 +12,9 @@
 // - Status: Pending → Running → Succeeded / Failed with exit codes; restartPolicy Always restarts the container;
 //   the Ready condition follows the readiness probe (httpGet). Deployments get one pod (per template generation),
 //   owned by the deployment, and readyReplicas. stdout and stderr of each container are its pod log.
+// - Test hooks for what only a node can cause, reported the way a kubelet reports them: oomKill() (the container is
+//   SIGKILLed; state.terminated reason OOMKilled, exitCode 137), evict() (every container killed; phase Failed, reason
+//   Evicted and a message), and failReadiness (the readiness probe fails, so the pod stays Running but not Ready).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, promises as fsp } from 'node:fs';
 import http from 'node:http';
@@ -45,6 +48,8 @@ interface PodSpec {
 interface ContainerState {
   spec: ContainerSpec;
   proc?: ChildProcess;
+  /** Set by oomKill()/evict(): how the kill is reported once the process is gone. */
+  killedAs?: { exitCode: number; reason: string; message?: string };
   status: Dict;
   restarts: number;
   ready: boolean;
@@ -60,6 +65,9 @@ interface RunningPod {
   containers: ContainerState[];
   deleted: boolean;
   phase: string;
+  /** Pod-level reason and message (Evicted). */
+  reason?: string;
+  message?: string;
   conditions: Dict[];
   spec: PodSpec;
 }
@@ -96,6 +104,8 @@ export class PodRunner {
   private readonly onEvent = (e: WatchEvent) => void this.handle(e).catch((err) => process.stderr.write(`pod-runner: ${(err as Error).stack}\n`));
   /** Log of what happened (for test failure messages). */
   readonly history: string[] = [];
+  /** Test hook: while it answers true for a pod, that pod's readiness probe fails (the server never becomes Ready). */
+  failReadiness: ((ns: string, pod: string) => boolean) | undefined;
 
   constructor(readonly api: KubeApiStandIn, readonly opts: PodRunnerOptions) {}
 
@@ -112,6 +122,40 @@ export class PodRunner {
     await Promise.all([...this.pods.values()].map((p) => this.killPod(p)));
     this.pods.clear();
     await fsp.rm(this.workRoot, { recursive: true, force: true });
+  }
+
+  /** Test hook: the kernel's OOM killer kills one container of a running pod (as with a memory limit hit). */
+  async oomKill(ns: string, pod: string, container: string): Promise<void> {
+    const p = this.pods.get(`${ns}/${pod}`);
+    const c = p?.containers.find((x) => x.spec.name === container);
+    if (!p || !c?.proc) throw new Error(`pod-runner: no running container ${ns}/${pod}/${container}`);
+    this.history.push(`oom-kill ${ns}/${pod}/${container}`);
+    c.killedAs = { exitCode: 137, reason: 'OOMKilled' };
+    c.proc.kill('SIGKILL');
+  }
+
+  /** Test hook: the kubelet evicts a pod under node pressure: all containers are killed, the pod ends Failed/Evicted. */
+  async evict(ns: string, pod: string, message: string): Promise<void> {
+    const p = this.pods.get(`${ns}/${pod}`);
+    if (!p) throw new Error(`pod-runner: no pod ${ns}/${pod}`);
+    this.history.push(`evict ${ns}/${pod}`);
+    p.reason = 'Evicted';
+    p.message = message;
+    const waits: Promise<void>[] = [];
+    for (const c of p.containers) {
+      if (!c.proc || c.proc.exitCode !== null || c.proc.signalCode !== null) continue;
+      c.killedAs = { exitCode: 137, reason: 'Error' };
+      waits.push(new Promise<void>((r) => c.proc!.once('close', () => r())));
+      c.proc.kill('SIGKILL');
+    }
+    await Promise.all(waits);
+    p.phase = 'Failed';
+    this.setPodStatus(p);
+  }
+
+  /** The local port serving a service's port (tests reach a server pod directly, as a client inside the cluster would). */
+  servicePort(ns: string, name: string, port = ''): number | undefined {
+    return this.resolveService(ns, name, port)?.port;
   }
 
   /** Processes still running (tests assert none are left). */
@@ -221,6 +265,7 @@ export class PodRunner {
     if (p.deleted) return;
     const status = {
       phase: p.phase,
+      ...(p.reason ? { reason: p.reason, message: p.message } : {}),
       conditions: p.conditions,
       podIP: '127.0.0.1',
       startTime: new Date().toISOString(),
@@ -417,10 +462,12 @@ export class PodRunner {
     if (c.probeTimer) clearInterval(c.probeTimer);
     c.ready = false;
     if (p.deleted) return;
-    const exitCode = code ?? (signal === 'SIGKILL' ? 137 : 143);
+    const killed = c.killedAs;
+    c.killedAs = undefined;
+    const exitCode = killed?.exitCode ?? code ?? (signal === 'SIGKILL' ? 137 : 143);
     this.history.push(`exit ${p.ns}/${p.name}/${c.spec.name}: ${exitCode}${exitCode ? `; log tail: ${tail.trim()}` : ''}`);
-    c.status = { terminated: { exitCode, reason: exitCode === 0 ? 'Completed' : 'Error', finishedAt: new Date().toISOString() } };
-    const policy = p.spec.restartPolicy ?? 'Always';
+    c.status = { terminated: { exitCode, reason: killed?.reason ?? (exitCode === 0 ? 'Completed' : 'Error'), finishedAt: new Date().toISOString() } };
+    const policy = p.reason === 'Evicted' ? 'Never' : (p.spec.restartPolicy ?? 'Always');
     if (policy === 'Always' || (policy === 'OnFailure' && exitCode !== 0)) {
       c.restarts++;
       c.status = { waiting: { reason: 'CrashLoopBackOff', message: `back-off restarting failed container ${c.spec.name}` } };
@@ -448,6 +495,13 @@ export class PodRunner {
     if (!local) return;
     const mod = (g.scheme ?? 'HTTP').toUpperCase() === 'HTTPS' ? https : http;
     const once = () => {
+      if (this.failReadiness?.(p.ns, p.name)) {
+        if (c.ready) {
+          c.ready = false;
+          this.updateReady(p);
+        }
+        return;
+      }
       const req = mod.get({ host: '127.0.0.1', port: local, path: g.path ?? '/', rejectUnauthorized: false, timeout: 1000 }, (res) => {
         res.resume();
         const ok = (res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 400;

@@ -16,8 +16,8 @@ export default class DatamoverBackupFiles extends DmctlCommand {
 
   async run(): Promise<unknown> {
     const { args, flags } = await this.parse(DatamoverBackupFiles);
-    const settings = await datamoverSettings(flags);
-    const s = await backupFiles({ settings, path: args.path, tag: args.tag, host: flags.host, progress: this.progress('backup'), signal: this.abortSignal });
+    const { settings, connectWaitMs } = await datamoverSettings(flags);
+    const s = await backupFiles({ settings, connectWaitMs, path: args.path, tag: args.tag, host: flags.host, progress: this.progress('backup'), signal: this.abortSignal });
     printResult(JSON.parse(backupOutputValue(s)));
     return s;
   }

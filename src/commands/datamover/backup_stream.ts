@@ -19,8 +19,8 @@ export default class DatamoverBackupStream extends DmctlCommand {
 
   async run(): Promise<unknown> {
     const { args, flags } = await this.parse(DatamoverBackupStream);
-    const settings = await datamoverSettings(flags);
-    const s = await backupStreamFile({ settings, file: args.file, name: flags.name ?? args.file.split('/').pop()!, statusFile: flags['status-file'], tag: flags.tag, host: flags.host, progress: this.progress('backup') });
+    const { settings, connectWaitMs } = await datamoverSettings(flags);
+    const s = await backupStreamFile({ settings, connectWaitMs, file: args.file, name: flags.name ?? args.file.split('/').pop()!, statusFile: flags['status-file'], tag: flags.tag, host: flags.host, progress: this.progress('backup') });
     printResult(JSON.parse(backupOutputValue(s)));
     return s;
   }

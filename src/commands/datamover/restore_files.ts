@@ -15,8 +15,8 @@ export default class DatamoverRestoreFiles extends DmctlCommand {
 
   async run(): Promise<unknown> {
     const { args, flags } = await this.parse(DatamoverRestoreFiles);
-    const settings = await datamoverSettings(flags);
-    const s = await restoreFiles({ settings, path: args.path, selector: args.snapshot, progress: this.progress('restore'), signal: this.abortSignal });
+    const { settings, connectWaitMs } = await datamoverSettings(flags);
+    const s = await restoreFiles({ settings, connectWaitMs, path: args.path, selector: args.snapshot, progress: this.progress('restore'), signal: this.abortSignal });
     printResult({ id: s.snapshotId, files: s.files, dirs: s.dirs, bytes: s.bytes });
     return s;
   }

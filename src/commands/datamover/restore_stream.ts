@@ -15,8 +15,8 @@ export default class DatamoverRestoreStream extends DmctlCommand {
 
   async run(): Promise<unknown> {
     const { args, flags } = await this.parse(DatamoverRestoreStream);
-    const settings = await datamoverSettings(flags);
-    const s = await restoreStreamFile({ settings, file: args.file, selector: flags.snapshot, name: flags.name, progress: this.progress('restore') });
+    const { settings, connectWaitMs } = await datamoverSettings(flags);
+    const s = await restoreStreamFile({ settings, connectWaitMs, file: args.file, selector: flags.snapshot, name: flags.name, progress: this.progress('restore') });
     printResult({ id: s.snapshotId, bytes: s.bytes });
     return s;
   }
