@@ -6,19 +6,16 @@
 // repository is an answer, not a failure of check.
 
 import crypto from 'node:crypto';
-import os from 'node:os';
-import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { DmctlError, UsageError } from '../core/errors.js';
 import { mapLimit } from '../core/limit.js';
 import { ProgressFn, noProgress, throttleProgress } from '../core/progress.js';
 import { listAll } from '../storage/backend.js';
-import { MasterKey, open } from '../repository/crypto.js';
+import { MasterKey, open, openAsync, sha256hexAsync } from '../repository/crypto.js';
 import { decompress } from '../repository/compression.js';
 import { decodeIndex, IndexFile } from '../repository/index-file.js';
 import { decodeHeader, expectedPackSize, PackedBlob, readPackHeader } from '../repository/pack.js';
 import { Repository } from '../repository/repository.js';
 import { decodeSnapshot } from '../repository/snapshot.js';
-import { decodeTree } from '../repository/tree.js';
 
 export interface CheckOptions {
   /** Read every pack (--read-data). */
@@ -93,10 +90,25 @@ export function parseReadDataSubset(spec: string): (packs: Map<string, number>) 
   };
 }
 
-const entrySig = (b: PackedBlob) => `${b.type}:${b.id}:${b.offset}:${b.length}:${b.uncompressedLength}`;
+/** A pack's entries as one comparable string (only for packs listed by more than one index file). */
+const packSig = (blobs: readonly PackedBlob[]) => blobs.map(entrySig).sort().join(',');
+const entrySig = (b: PackedBlob) => `${b.type}:${b.id}:${b.offset}:${b.length}:${b.uncompressedLength ?? 0}`;
 
 /** Differences between what the index says about a pack and what its header says. */
 function compareHeader(packId: string, index: readonly PackedBlob[], header: readonly PackedBlob[]): CheckProblem[] {
+  // The common case (they agree) is decided on the entries sorted by offset, without building keys.
+  if (index.length === header.length) {
+    const byOffset = (a: PackedBlob, b: PackedBlob) => a.offset - b.offset;
+    const a = [...index].sort(byOffset);
+    const b = [...header].sort(byOffset);
+    let same = true;
+    for (let k = 0; k < a.length && same; k++) {
+      const x = a[k];
+      const y = b[k];
+      same = x.offset === y.offset && x.length === y.length && x.id === y.id && x.type === y.type && (x.uncompressedLength ?? 0) === (y.uncompressedLength ?? 0);
+    }
+    if (same) return [];
+  }
   const out: CheckProblem[] = [];
   const h = new Map(header.map((b) => [entrySig(b), b]));
   const i = new Set(index.map(entrySig));
@@ -142,7 +154,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
 
   // Index files: each must decode; a pack listed twice must be listed the same way.
   const indexIds = await repo.list('index');
-  const packIndex = new Map<string, { indexId: string; blobs: PackedBlob[]; sig: string }>();
+  const packIndex = new Map<string, { indexId: string; blobs: PackedBlob[] }>();
   let indexDone = 0;
   await mapLimit(indexIds, conc, async (id) => {
     let f: IndexFile;
@@ -154,10 +166,9 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
       return;
     }
     for (const p of f.packs) {
-      const sig = p.blobs.map(entrySig).sort().join(',');
       const seen = packIndex.get(p.id);
-      if (!seen) packIndex.set(p.id, { indexId: id, blobs: p.blobs, sig });
-      else if (seen.sig !== sig) {
+      if (!seen) packIndex.set(p.id, { indexId: id, blobs: p.blobs });
+      else if (packSig(seen.blobs) !== packSig(p.blobs)) {
         errors.push({ kind: 'index-conflict', id: p.id, message: `pack ${p.id}: index files ${seen.indexId} and ${id} list different contents for it` });
       } else {
         hints.push({ kind: 'index-duplicate-pack', id: p.id, message: `pack ${p.id}: listed in index files ${seen.indexId} and ${id} (harmless; prune rewrites the index)` });
@@ -206,24 +217,18 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   abortIfAsked();
   const trees = await checkTrees(repo, roots, errors, progress, opts.signal);
 
-  // Data.
+  // Data: two packs in flight, each verified with its large blobs' decryption, decompression and
+  // hashing on the thread pool (see verifyPackBytes), so both cores work without worker threads.
   let packsRead = 0;
   let bytesRead = 0;
   const readList = [...toRead];
-  const threads = Math.max(1, Math.min(os.availableParallelism(), 8));
-  const pool = readList.length > 1 ? VerifyPool.create(repo.key, threads) : undefined;
-  try {
-    // As many packs in flight as there are verifiers (reading is fast next to verifying).
-    await mapLimit(readList, pool ? threads : 2, async ([id, size]) => {
-      abortIfAsked();
-      errors.push(...(await readPack(repo, id, size, packIndex.get(id)!.blobs, pool)));
-      packsRead++;
-      bytesRead += size;
-      progress({ phase: 'read data', filesDone: packsRead, filesTotal: readList.length, bytesDone: bytesRead });
-    });
-  } finally {
-    await pool?.close();
-  }
+  await mapLimit(readList, 2, async ([id, size]) => {
+    abortIfAsked();
+    errors.push(...(await readPack(repo, id, size, packIndex.get(id)!.blobs)));
+    packsRead++;
+    bytesRead += size;
+    progress({ phase: 'read data', filesDone: packsRead, filesTotal: readList.length, bytesDone: bytesRead });
+  });
 
   return {
     snapshots: snapIds.length,
@@ -236,6 +241,44 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
     hints,
     damaged: errors.length > 0,
   };
+}
+
+/** The fields of a tree node that check looks at. */
+interface CheckedNode { name: string; type: string; content: string[] | null; subtree: string | undefined }
+
+const HEX_ID = /^[0-9a-f]{64}$/;
+
+/**
+ * Decodes a tree for the structural check with the engine's JSON parser: check needs only each
+ * node's type, name (for messages), content and subtree, not the byte-exact node the restorer needs
+ * (names of any bytes, 64-bit numbers), and a tree walk of a large repository is dominated by
+ * decoding. Anything that is not a well-formed tree is an error.
+ */
+function scanTree(buf: Buffer): CheckedNode[] {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(buf.toString('utf8'));
+  } catch (err) {
+    throw new Error(`tree is not valid JSON (${describe(err)})`);
+  }
+  const nodes = (doc as { nodes?: unknown } | null)?.nodes;
+  if (!Array.isArray(nodes)) throw new Error('tree has no "nodes" list');
+  const out: CheckedNode[] = new Array(nodes.length);
+  for (let i = 0; i < nodes.length; i++) {
+    const n = nodes[i] as Record<string, unknown> | null;
+    if (n === null || typeof n !== 'object') throw new Error(`node ${i} is not an object`);
+    const { name, type, content, subtree } = n;
+    if (typeof name !== 'string') throw new Error(`node ${i} has no name`);
+    if (typeof type !== 'string') throw new Error(`node ${JSON.stringify(name)} has no type`);
+    if (content !== undefined && content !== null && !(Array.isArray(content) && content.every((c) => typeof c === 'string' && HEX_ID.test(c)))) {
+      throw new Error(`node ${JSON.stringify(name)}: "content" is not a list of blob IDs`);
+    }
+    if (subtree !== undefined && subtree !== null && !(typeof subtree === 'string' && HEX_ID.test(subtree))) {
+      throw new Error(`node ${JSON.stringify(name)}: "subtree" is not a tree ID`);
+    }
+    out[i] = { name, type, content: (content as string[] | null | undefined) ?? null, subtree: (subtree as string | null | undefined) ?? undefined };
+  }
+  return out;
 }
 
 /** Walks every snapshot's trees once each, recording structural problems. Returns trees checked. */
@@ -257,22 +300,23 @@ async function checkTrees(
   let done = 0;
   let active = 0;
   let fatal: unknown;
-  const limit = Math.max(4, repo.backend.connections);
+  // Tree loads are small and latency-bound (a read, then decompression on the thread pool): keep many in flight.
+  const limit = Math.max(16, repo.backend.connections * 2);
   const visit = async ({ id, from }: { id: string; from: string }): Promise<void> => {
     if (!repo.index.has('tree', id)) {
       errors.push({ kind: 'tree-missing', id, message: `tree ${id} (referenced by ${from}): not in the index` });
       return;
     }
-    let nodes;
+    let nodes: CheckedNode[];
     try {
-      nodes = decodeTree(await repo.loadBlob('tree', id));
+      nodes = scanTree(await repo.loadBlob('tree', id));
     } catch (err) {
       if (err instanceof DmctlError && err.code.startsWith('storage-') && err.code !== 'storage-not-found' && err.code !== 'storage-other') throw err;
       errors.push({ kind: 'tree', id, message: `tree ${id}: cannot be loaded: ${describe(err)}` });
       return;
     }
     for (const n of nodes) {
-      const name = JSON.stringify(n.name.toString('utf8'));
+      const name = JSON.stringify(n.name);
       switch (n.type) {
         case 'file':
           if (!n.content) {
@@ -326,8 +370,8 @@ async function checkTrees(
   return seen.size;
 }
 
-/** Reads one whole pack and verifies it (on a worker thread when one is available). */
-async function readPack(repo: Repository, id: string, size: number, indexBlobs: readonly PackedBlob[], pool: VerifyPool | undefined): Promise<CheckProblem[]> {
+/** Reads one whole pack and verifies it. */
+async function readPack(repo: Repository, id: string, size: number, indexBlobs: readonly PackedBlob[]): Promise<CheckProblem[]> {
   let data: Buffer;
   try {
     data = await repo.backend.load('data', id, 0, size);
@@ -335,15 +379,17 @@ async function readPack(repo: Repository, id: string, size: number, indexBlobs: 
     if (err instanceof DmctlError && err.code.startsWith('storage-') && err.code !== 'storage-not-found' && err.code !== 'storage-other') throw err;
     return [{ kind: 'pack-missing', id, message: `pack ${id}: cannot be read: ${describe(err)}` }];
   }
-  if (pool) return pool.verify(id, data, indexBlobs);
   return verifyPackBytes(repo.key, id, data, indexBlobs);
 }
 
-/** A pack's bytes against its name, its header against the index, every blob's MAC and hash. */
-export async function verifyPackBytes(key: MasterKey, id: string, data: Buffer, indexBlobs: readonly PackedBlob[], blobConcurrency = 4): Promise<CheckProblem[]> {
+/**
+ * A pack's bytes against its name, its header against the index, every blob's MAC and hash.
+ * Blobs are verified several at a time; large ones are decrypted and hashed on the thread pool,
+ * and the plaintext held at once stays under a budget.
+ */
+export async function verifyPackBytes(key: MasterKey, id: string, data: Buffer, indexBlobs: readonly PackedBlob[], blobConcurrency = 8): Promise<CheckProblem[]> {
   const out: CheckProblem[] = [];
-  const hash = crypto.createHash('sha256').update(data).digest('hex');
-  if (hash !== id) out.push({ kind: 'pack-hash', id, message: `pack ${id}: content hash is ${hash}, not its name (the pack is damaged)` });
+  const packHash = sha256hexAsync(data);
   let header: PackedBlob[];
   try {
     if (data.length < 4 + 32) throw new Error(`pack too small (${data.length} bytes)`);
@@ -356,106 +402,49 @@ export async function verifyPackBytes(key: MasterKey, id: string, data: Buffer, 
     header = [...indexBlobs];
   }
   // Every blob the header (or, if it is unreadable, the index) lists.
+  const budget = new ByteBudget(PLAINTEXT_BUDGET);
   await mapLimit(header, blobConcurrency, async (b) => {
     const what = `${b.type} blob ${b.id} in pack ${id}`;
     if (b.offset + b.length > data.length) {
       out.push({ kind: 'blob', id: b.id, message: `${what}: extends beyond the end of the pack` });
       return;
     }
+    const cost = b.length + (b.uncompressedLength || 0);
+    await budget.take(cost);
     try {
-      let plain = open(key, data.subarray(b.offset, b.offset + b.length), what);
+      let plain = await openAsync(key, data.subarray(b.offset, b.offset + b.length), what);
       if (b.uncompressedLength) {
         plain = await decompress(plain, what);
         if (plain.length !== b.uncompressedLength) throw new Error(`decompressed size ${plain.length} != ${b.uncompressedLength}`);
       }
-      if (crypto.createHash('sha256').update(plain).digest('hex') !== b.id) throw new Error('content does not match its ID');
+      if ((await sha256hexAsync(plain)) !== b.id) throw new Error('content does not match its ID');
     } catch (err) {
       out.push({ kind: 'blob', id: b.id, message: `${what}: ${describe(err)}` });
+    } finally {
+      budget.give(cost);
     }
   });
+  const hash = await packHash;
+  if (hash !== id) out.push({ kind: 'pack-hash', id, message: `pack ${id}: content hash is ${hash}, not its name (the pack is damaged)` });
   return out;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Worker threads for --read-data: decryption, decompression and hashing of whole packs run on as
-// many threads as there are cores, while the main thread only reads packs. This file is also the
-// worker's entry point (see the bottom).
+/** Plaintext bytes one pack's verification holds at once (a single larger blob still passes alone). */
+const PLAINTEXT_BUDGET = 8 * 1024 * 1024;
 
-const WORKER_TAG = 'dmctl-check-verify';
-
-interface VerifyRequest { seq: number; id: string; data: Uint8Array; blobs: PackedBlob[] }
-interface VerifyReply { seq: number; problems: CheckProblem[] }
-
-class VerifyPool {
-  private readonly workers: Worker[] = [];
-  private readonly idle: Worker[] = [];
+class ByteBudget {
+  private used = 0;
   private readonly waiting: (() => void)[] = [];
-  private readonly pending = new Map<number, (p: CheckProblem[]) => void>();
-  private seq = 0;
-  readonly owner = new Map<number, Worker>();
+  constructor(private readonly size: number) {}
 
-  private constructor() {}
-
-  static create(key: MasterKey, size: number): VerifyPool | undefined {
-    const pool = new VerifyPool();
-    try {
-      for (let i = 0; i < size; i++) {
-        const w = new Worker(new URL(import.meta.url), { workerData: { tag: WORKER_TAG, key: { encrypt: key.encrypt, macK: key.macK, macR: key.macR } } });
-        w.on('error', (err) => {
-          // A worker that dies fails every request it holds.
-          for (const [seq, done] of pool.pending) if (pool.owner.get(seq) === w) done([{ kind: 'pack-header', id: '', message: `verifier thread failed: ${describe(err)}` }]);
-        });
-        w.on('message', (m: VerifyReply) => {
-          const done = pool.pending.get(m.seq);
-          pool.pending.delete(m.seq);
-          pool.owner.delete(m.seq);
-          pool.release(w);
-          done?.(m.problems);
-        });
-        pool.workers.push(w);
-        pool.idle.push(w);
-      }
-    } catch {
-      void pool.close();
-      return undefined;
-    }
-    return pool;
+  async take(n: number): Promise<void> {
+    while (this.used > 0 && this.used + n > this.size) await new Promise<void>((r) => this.waiting.push(r));
+    this.used += n;
   }
 
-  private release(w: Worker): void {
-    const next = this.waiting.shift();
-    this.idle.push(w);
-    next?.();
+  give(n: number): void {
+    this.used -= n;
+    const w = this.waiting.splice(0);
+    for (const r of w) r();
   }
-
-  async verify(id: string, data: Buffer, blobs: readonly PackedBlob[]): Promise<CheckProblem[]> {
-    while (!this.idle.length) await new Promise<void>((r) => this.waiting.push(r));
-    const w = this.idle.pop()!;
-    const seq = ++this.seq;
-    // Hand the bytes over without a copy when the buffer owns its memory.
-    const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
-    const bytes = own ? data : Uint8Array.prototype.slice.call(data);
-    return new Promise<CheckProblem[]>((resolve) => {
-      this.pending.set(seq, resolve);
-      this.owner.set(seq, w);
-      w.postMessage({ seq, id, data: bytes, blobs: [...blobs] } satisfies VerifyRequest, [bytes.buffer as ArrayBuffer]);
-    });
-  }
-
-  async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.terminate()));
-  }
-}
-
-if (!isMainThread && (workerData as { tag?: string } | null)?.tag === WORKER_TAG) {
-  const k = (workerData as { key: { encrypt: Uint8Array; macK: Uint8Array; macR: Uint8Array } }).key;
-  const key: MasterKey = { encrypt: Buffer.from(k.encrypt), macK: Buffer.from(k.macK), macR: Buffer.from(k.macR) };
-  parentPort!.on('message', (req: VerifyRequest) => {
-    const data = Buffer.from(req.data.buffer, req.data.byteOffset, req.data.byteLength);
-    // One blob at a time: the threads already run in parallel, and memory stays at about one pack.
-    verifyPackBytes(key, req.id, data, req.blobs, 1).then(
-      (problems) => parentPort!.postMessage({ seq: req.seq, problems } satisfies VerifyReply),
-      (err) => parentPort!.postMessage({ seq: req.seq, problems: [{ kind: 'pack-header', id: req.id, message: `pack ${req.id}: ${describe(err)}` }] } satisfies VerifyReply),
-    );
-  });
 }

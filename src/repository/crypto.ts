@@ -142,6 +142,50 @@ export function sha256(data: Uint8Array): Buffer {
   return crypto.createHash('sha256').update(data).digest();
 }
 
+// crypto.hash (Node >= 20.12) is the one-shot form: no Hash object per call.
+const oneShot = (crypto as unknown as { hash?: (alg: string, data: Uint8Array, enc: 'hex') => string }).hash;
+
 export function sha256hex(data: Uint8Array): string {
-  return crypto.createHash('sha256').update(data).digest('hex');
+  return oneShot ? oneShot('sha256', data, 'hex') : crypto.createHash('sha256').update(data).digest('hex');
+}
+
+// Large inputs go to the thread pool through WebCrypto (its digest and AES-CTR run off the main
+// thread), so one process uses every core for hashing and decryption without worker threads.
+// Small inputs stay synchronous: a thread-pool round trip costs more than the work.
+export const OFFLOAD_MIN = 64 * 1024;
+const subtle = crypto.webcrypto.subtle;
+
+/** SHA-256 as hex, on the thread pool for large inputs. */
+export async function sha256hexAsync(data: Uint8Array): Promise<string> {
+  if (data.length < OFFLOAD_MIN) return sha256hex(data);
+  return Buffer.from(await subtle.digest('SHA-256', data)).toString('hex');
+}
+
+const aesKeys = new WeakMap<MasterKey, Promise<crypto.webcrypto.CryptoKey>>();
+
+function aesKeyOf(key: MasterKey): Promise<crypto.webcrypto.CryptoKey> {
+  let k = aesKeys.get(key);
+  if (!k) {
+    k = subtle.importKey('raw', key.encrypt, { name: 'AES-CTR' }, false, ['decrypt', 'encrypt']);
+    aesKeys.set(key, k);
+  }
+  return k;
+}
+
+/** `open` with the decryption of large objects on the thread pool (the MAC check stays here: it is cheap). */
+export async function openAsync(key: MasterKey, data: Uint8Array, what = 'object'): Promise<Buffer> {
+  if (data.length < OFFLOAD_MIN) return open(key, data, what);
+  const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.length);
+  const iv = buf.subarray(0, IV_SIZE);
+  const ct = buf.subarray(IV_SIZE, buf.length - MAC_SIZE);
+  const pk = Buffer.allocUnsafe(32);
+  polyKey(key, iv, pk);
+  if (!sodium.crypto_onetimeauth_verify(buf.subarray(buf.length - MAC_SIZE), ct, pk)) {
+    throw new IntegrityError(`${what}: ciphertext verification failed (MAC mismatch)`, {
+      hint: 'the data is damaged or was written with another key; run `dmctl check --read-data`',
+    });
+  }
+  // restic's counter is the whole 128-bit IV.
+  const plain = await subtle.decrypt({ name: 'AES-CTR', counter: iv, length: 128 }, await aesKeyOf(key), ct);
+  return Buffer.from(plain);
 }

@@ -1,6 +1,6 @@
 // Local filesystem backend, restic's layout and write discipline: temp file in the final directory,
 // write, fsync, link into place (never overwriting), fsync the directory, files 0400, dirs 0700.
-import { promises as fsp, constants as fsc } from 'node:fs';
+import fs, { promises as fsp, constants as fsc } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { StorageError, describeSystemError } from '../core/errors.js';
@@ -121,8 +121,9 @@ export class LocalBackend implements Backend, SpoolingBackend {
   }
 
   async load(type: FileType, name: string, offset = 0, length = 0): Promise<Buffer> {
-    const p = this.pathOf(type, name);
     const what = `reading ${type === 'config' ? 'config' : `${type}/${name}`}`;
+    if (type === 'data' && length > 0) return this.loadRange(name, offset, length, what);
+    const p = this.pathOf(type, name);
     let fh: fsp.FileHandle;
     try {
       fh = await fsp.open(p, 'r');
@@ -150,6 +151,86 @@ export class LocalBackend implements Backend, SpoolingBackend {
     } finally {
       await fh.close().catch(() => {});
     }
+  }
+
+  // Ranged reads of packs (blobs for restore, trees for check and backup) go through a small cache
+  // of open descriptors: packs never change once written, and opening and closing a file for every
+  // blob costs two more thread-pool round trips than the read itself.
+  private readonly fds = new Map<string, OpenPack>();
+  private static readonly MAX_OPEN = 32;
+
+  private async loadRange(name: string, offset: number, length: number, what: string): Promise<Buffer> {
+    const h = await this.openPack(name, what);
+    try {
+      const buf = Buffer.allocUnsafe(length);
+      let got = 0;
+      while (got < length) {
+        const n = await readAt(h.fd, buf, got, length - got, offset + got);
+        if (n === 0) break;
+        got += n;
+      }
+      if (got < length) throw new StorageError('other', `${what}: file is truncated (wanted ${length} bytes at offset ${offset}, got ${got})`);
+      return buf;
+    } catch (err) {
+      if (err instanceof StorageError) throw err;
+      throw mapFsError(err, what);
+    } finally {
+      h.refs--;
+      if (h.doomed && h.refs === 0) closeQuietly(h);
+      this.trimFds();
+    }
+  }
+
+  private async openPack(name: string, what: string): Promise<OpenPack> {
+    let h = this.fds.get(name);
+    if (h) {
+      // Most recently used last.
+      this.fds.delete(name);
+      this.fds.set(name, h);
+      h.refs++;
+      await h.ready;
+      return h;
+    }
+    const p = this.pathOf('data', name);
+    const entry: OpenPack = { fd: -1, refs: 1, ready: Promise.resolve(), doomed: false };
+    entry.ready = new Promise<void>((resolve, reject) => {
+      fs.open(p, 'r', (err, fd) => {
+        if (err) {
+          if (this.fds.get(name) === entry) this.fds.delete(name);
+          reject(mapFsError(err, what));
+        } else {
+          entry.fd = fd;
+          resolve();
+        }
+      });
+    });
+    this.fds.set(name, entry);
+    h = entry;
+    try {
+      await h.ready;
+    } catch (err) {
+      h.refs--;
+      throw err;
+    }
+    return h;
+  }
+
+  private trimFds(): void {
+    for (const [name, h] of this.fds) {
+      if (this.fds.size <= LocalBackend.MAX_OPEN) break;
+      if (h.refs > 0) continue;
+      this.fds.delete(name);
+      closeQuietly(h);
+    }
+  }
+
+  /** Forgets a cached descriptor (the file is being removed: its space must be freed now). */
+  private dropFd(name: string): void {
+    const h = this.fds.get(name);
+    if (!h) return;
+    this.fds.delete(name);
+    if (h.refs === 0) closeQuietly(h);
+    else h.doomed = true;
   }
 
   async stat(type: FileType, name: string): Promise<FileInfo> {
@@ -207,6 +288,7 @@ export class LocalBackend implements Backend, SpoolingBackend {
   }
 
   async remove(type: FileType, name: string): Promise<void> {
+    if (type === 'data') this.dropFd(name);
     const p = this.pathOf(type, name);
     try {
       await fsp.unlink(p);
@@ -227,7 +309,29 @@ export class LocalBackend implements Backend, SpoolingBackend {
     }
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    for (const h of this.fds.values()) {
+      if (h.refs === 0) closeQuietly(h);
+      else h.doomed = true;
+    }
+    this.fds.clear();
+  }
+}
+
+interface OpenPack {
+  fd: number;
+  refs: number;
+  ready: Promise<void>;
+  /** Left the cache while in use: the last reader closes it. */
+  doomed: boolean;
+}
+
+function closeQuietly(h: OpenPack): void {
+  h.ready.then(() => fs.close(h.fd, () => {}), () => {});
+}
+
+function readAt(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
 async function syncDir(dir: string): Promise<void> {
