@@ -89,7 +89,7 @@ export async function waitReady(client: KubeClient, name: string, o: { progress?
       const p = pods[0];
       const ps = p ? ((p.status ?? {}) as { phase?: string; containerStatuses?: { restartCount?: number; state?: Record<string, { reason?: string }> }[] }) : undefined;
       const detail = lastProblem ?? (ps ? `pod ${p!.metadata.name} is ${ps.phase}${ps.containerStatuses?.[0]?.restartCount ? `, ${ps.containerStatuses[0].restartCount} restarts` : ''}` : 'no pod yet');
-      throw new KubeError('not-ready', `server ${name} not ready within ${Math.round(o.timeoutMs / 1000)}s (${detail})`, `see its log: kubectl logs -n ${client.namespace} deployment/${name}`);
+      throw new KubeError('not-ready', `server ${name} not ready within ${Math.round(o.timeoutMs / 1000)}s (${detail})`, `the Deployment stays and keeps trying: see its log with kubectl logs -n ${client.namespace} deployment/${name}, or remove it with dmctl server stop --kube --name ${name}`);
     }
     await new Promise((r) => setTimeout(r, 500));
   }
