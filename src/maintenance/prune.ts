@@ -122,7 +122,8 @@ export async function findUsedBlobs(
   let done = 0;
   let active = 0;
   let failure: unknown;
-  const limit = Math.max(4, repo.backend.connections);
+  // Tree loads are small and latency-bound (a read, then decompression on the thread pool): keep many in flight.
+  const limit = Math.max(16, repo.backend.connections * 2);
   await new Promise<void>((resolve) => {
     const pump = (): void => {
       if (failure || signal?.aborted) {

@@ -172,6 +172,20 @@ function aesKeyOf(key: MasterKey): Promise<crypto.webcrypto.CryptoKey> {
   return k;
 }
 
+/** `seal` with the encryption of large objects on the thread pool. */
+export async function sealAsync(key: MasterKey, plaintext: Uint8Array): Promise<Buffer> {
+  if (plaintext.length < OFFLOAD_MIN) return seal(key, plaintext);
+  const iv = newIV();
+  const ct = Buffer.from(await subtle.encrypt({ name: 'AES-CTR', counter: iv, length: 128 }, await aesKeyOf(key), plaintext));
+  const out = Buffer.allocUnsafe(IV_SIZE + ct.length + MAC_SIZE);
+  iv.copy(out, 0);
+  ct.copy(out, IV_SIZE);
+  const pk = Buffer.allocUnsafe(32);
+  polyKey(key, iv, pk);
+  sodium.crypto_onetimeauth(out.subarray(IV_SIZE + ct.length), ct, pk);
+  return out;
+}
+
 /** `open` with the decryption of large objects on the thread pool (the MAC check stays here: it is cheap). */
 export async function openAsync(key: MasterKey, data: Uint8Array, what = 'object'): Promise<Buffer> {
   if (data.length < OFFLOAD_MIN) return open(key, data, what);

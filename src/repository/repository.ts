@@ -7,7 +7,7 @@ import { collectGarbage } from '../core/gc.js';
 import { ProgressFn, noProgress } from '../core/progress.js';
 import { Backend, FileType, hasConfig, listAll, spoolingOf, SpoolingBackend } from '../storage/backend.js';
 import { randomPolynomial } from '../chunker/polynomial.js';
-import { MasterKey, newMasterKey, open, seal, sha256hex } from './crypto.js';
+import { MasterKey, newMasterKey, openAsync, sealAsync, sha256hexAsync } from './crypto.js';
 import { compress, decompress } from './compression.js';
 import { RepoConfig, loadConfig, newConfig, saveConfig } from './config-file.js';
 import { IndexPack, MasterIndex, decodeIndex, encodeIndex, BlobLocation } from './index-file.js';
@@ -135,12 +135,12 @@ export class Repository {
   /** Decrypts (and decompresses) an encrypted blob read from a pack and checks its hash. */
   async decodeBlob(id: string, loc: BlobLocation, raw: Buffer): Promise<Buffer> {
     const what = `${loc.type} blob ${id.slice(0, 10)} in pack ${loc.packId.slice(0, 10)}`;
-    let plain = open(this.key, raw, what);
+    let plain = await openAsync(this.key, raw, what);
     if (loc.uncompressedLength) {
       plain = await decompress(plain, what);
       if (plain.length !== loc.uncompressedLength) throw new IntegrityError(`${what}: decompressed size ${plain.length} != ${loc.uncompressedLength}`);
     }
-    if (sha256hex(plain) !== id) throw new IntegrityError(`${what}: content does not match its ID`);
+    if ((await sha256hexAsync(plain)) !== id) throw new IntegrityError(`${what}: content does not match its ID`);
     return plain;
   }
 
@@ -261,7 +261,7 @@ export class BlobWriter {
       payload = await compress(plain, this.compression === 'max' ? 19 : undefined);
       ulen = plain.length;
     }
-    const sealed = seal(this.repo.key, payload);
+    const sealed = await sealAsync(this.repo.key, payload);
     let p: Packer | undefined;
     // Check and add in the same tick: a packer seen here is open (full ones are detached at once).
     while (!(p = this.packers[type])) await this.packer(type);

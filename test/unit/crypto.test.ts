@@ -4,7 +4,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { newMasterKey, open, openAsync, OFFLOAD_MIN, seal, sha256hex, sha256hexAsync } from '../../src/repository/crypto.js';
+import { newMasterKey, open, openAsync, OFFLOAD_MIN, seal, sealAsync, sha256hex, sha256hexAsync } from '../../src/repository/crypto.js';
 import { IntegrityError } from '../../src/core/errors.js';
 
 /** Encrypts with a chosen IV: AES-256-CTR over the full 128-bit block (as Go's cipher.NewCTR) and Poly1305-AES, computed here without the library. */
@@ -71,6 +71,19 @@ describe('thread-pool crypto', () => {
       // A view into a larger buffer hashes only its own bytes.
       const big = Buffer.concat([Buffer.from('prefix'), b, Buffer.from('suffix')]);
       assert.equal(await sha256hexAsync(big.subarray(6, 6 + len)), want);
+    }
+  });
+
+  it('sealAsync output opens with open, with a fresh IV each time', async () => {
+    for (const len of [0, 10, OFFLOAD_MIN, 1024 * 1024 + 5]) {
+      const plain = crypto.randomBytes(len);
+      const a = await sealAsync(key, plain);
+      const b = await sealAsync(key, plain);
+      assert.equal(a.length, len + 32);
+      assert.ok(open(key, a, 'x').equals(plain), `length ${len}`);
+      assert.ok(!a.subarray(0, 16).equals(b.subarray(0, 16)), 'IVs differ');
+      // The payload really is encrypted, not copied.
+      if (len >= 16) assert.ok(!a.subarray(16, 32).equals(plain.subarray(0, 16)));
     }
   });
 });
