@@ -4,11 +4,13 @@
 // clouds via AZURE_ENDPOINT_SUFFIX). No overwrite: `If-None-Match: *` on every upload. Put Blob is
 // atomic; big files go up as staged blocks committed at the end (invisible until the commit).
 import crypto from 'node:crypto';
+import https from 'node:https';
 import { BlobServiceClient, ContainerClient, StorageSharedKeyCredential, AnonymousCredential, StoragePipelineOptions } from '@azure/storage-blob';
 import { StorageError, UsageError } from '../core/errors.js';
 import { Backend, FileInfo, FileType } from './backend.js';
 import { ListPage, RequestContext, describeNetworkError, httpStatusOf, storageError, validName } from './retry.js';
 import type { AzureLocation } from './url.js';
+import { TlsOptions, customTls, httpsAgentOptions } from './tls.js';
 
 export interface AzureCredentials {
   accountName?: string;
@@ -17,7 +19,7 @@ export interface AzureCredentials {
   connectionString?: string;
 }
 
-export interface AzureSettings {
+export interface AzureSettings extends TlsOptions {
   location: AzureLocation;
   credentials?: AzureCredentials;
   connections?: number;
@@ -27,11 +29,39 @@ export interface AzureSettings {
   blockSize?: number;
 }
 
+/**
+ * Pipeline options with dmctl's TLS settings. StoragePipelineOptions does not declare it, but the
+ * library hands all its pipeline options to @azure/core-rest-pipeline's createPipelineFromOptions,
+ * whose `agent` option (agentPolicy) sets the Node agent of every request. Only for https
+ * endpoints: an https.Agent cannot carry plain http requests.
+ */
+type PipelineWithAgent = StoragePipelineOptions & { agent?: https.Agent };
+
 /** Resolves credentials and endpoint into a ContainerClient (shared with the object-store streams). */
 export function makeContainerClient(s: AzureSettings, sdk: { maxTries?: number } = {}): ContainerClient {
+  let agent: https.Agent | undefined;
+  const build = (withAgent: boolean) => {
+    const pipeline: PipelineWithAgent = { retryOptions: { maxTries: sdk.maxTries ?? 1 }, keepAliveOptions: { enable: true } };
+    if (withAgent) pipeline.agent = agent ??= new https.Agent(httpsAgentOptions(s, { maxSockets: Math.max(4, (s.connections ?? 5) * 2) }));
+    return makeServiceClient(s, pipeline);
+  };
+  let svc = build(false);
+  if (customTls(s) && svc.url.toLowerCase().startsWith('https:')) svc = build(true);
+  const container = svc.getContainerClient(s.location.container);
+  if (agent) agents.set(container, agent);
+  return container;
+}
+
+const agents = new WeakMap<ContainerClient, https.Agent>();
+
+/** Closes the keep-alive connections of a client made by makeContainerClient with its own agent. */
+export function releaseContainerClient(c: ContainerClient): void {
+  agents.get(c)?.destroy();
+}
+
+function makeServiceClient(s: AzureSettings, pipeline: StoragePipelineOptions): BlobServiceClient {
   const env = s.env ?? process.env;
   const c = s.credentials ?? {};
-  const pipeline: StoragePipelineOptions = { retryOptions: { maxTries: sdk.maxTries ?? 1 }, keepAliveOptions: { enable: true } };
   const connectionString = c.connectionString ?? (c.accountName || c.sas ? undefined : env.AZURE_STORAGE_CONNECTION_STRING);
   let svc: BlobServiceClient;
   if (connectionString) {
@@ -65,7 +95,7 @@ export function makeContainerClient(s: AzureSettings, sdk: { maxTries?: number }
       throw new UsageError(`${s.location.display}: no Azure credentials given`, 'set AZURE_ACCOUNT_KEY or AZURE_ACCOUNT_SAS (or AZURE_STORAGE_CONNECTION_STRING)');
     }
   }
-  return svc.getContainerClient(s.location.container);
+  return svc;
 }
 
 export function mapAzureError(err: unknown, location: string, op: string): StorageError {
@@ -253,5 +283,7 @@ export class AzureBackend implements Backend {
     }
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    releaseContainerClient(this.container);
+  }
 }

@@ -2,11 +2,14 @@
 // GOOGLE_APPLICATION_CREDENTIALS (the library's default chain) or a service-account JSON from a
 // Kanister profile; project from GOOGLE_PROJECT_ID; custom JSON-API endpoint (emulators). Simple
 // uploads are atomic; `ifGenerationMatch: 0` refuses to overwrite. The library's own retries are off.
+import https from 'node:https';
+import { createRequire } from 'node:module';
 import { Storage, Bucket, StorageOptions } from '@google-cloud/storage';
 import { StorageError, UsageError } from '../core/errors.js';
 import { Backend, FileInfo, FileType } from './backend.js';
 import { ListPage, RequestContext, describeNetworkError, httpStatusOf, storageError, validName } from './retry.js';
 import type { GcsLocation } from './url.js';
+import { TlsOptions, customTls, hostPortOf, httpsAgentOptions } from './tls.js';
 
 export interface GcsCredentials {
   projectId?: string;
@@ -14,7 +17,7 @@ export interface GcsCredentials {
   credentialsJson?: string;
 }
 
-export interface GcsSettings {
+export interface GcsSettings extends TlsOptions {
   location: GcsLocation;
   credentials?: GcsCredentials;
   connections?: number;
@@ -47,7 +50,62 @@ export function makeGcsBucket(s: GcsSettings, sdk: { autoRetry?: boolean } = {})
   // its JSON API base URL (no /storage/v1), so bucket and metadata requests miss the API path. The
   // endpoint resolved above wins, with the API path the library uses for any other endpoint.
   if (opts.apiEndpoint) storage.baseUrl = `${opts.apiEndpoint}/storage/v1`;
+  if (customTls(s)) applyTls(storage, opts.apiEndpoint ?? 'https://storage.googleapis.com', s);
   return storage.bucket(s.location.bucket);
+}
+
+// TLS settings (--cacert, --insecure-tls) for @google-cloud/storage. The library has two transports
+// and no single agent option:
+// - JSON API calls, downloads and simple uploads go through teeny-request (node-fetch), which
+//   ignores a request's `agent` and takes its keep-alive agent from a module-level pool keyed
+//   "https:forever". dmctl puts one agent there that applies the TLS settings registered for an
+//   endpoint's host:port and behaves like the stock keep-alive agent for every other host.
+// - Resumable uploads (location push) go through gaxios, which does honour `agent`: a request
+//   interceptor adds it (the library copies interceptor output into those requests).
+// If the pool cannot be found (a library change), the settings are refused rather than dropped.
+
+class EndpointTlsAgent extends https.Agent {
+  readonly endpoints = new Map<string, https.AgentOptions>();
+  constructor() {
+    super({ keepAlive: true });
+  }
+}
+// createConnection is not in the Agent typings of every @types/node: override on the prototype.
+const baseCreate = (https.Agent.prototype as any).createConnection as (this: https.Agent, ...args: unknown[]) => unknown;
+(EndpointTlsAgent.prototype as any).createConnection = function (this: EndpointTlsAgent, options: https.RequestOptions, ...rest: unknown[]) {
+  const tlsOpts = this.endpoints.get(`${options.host ?? options.hostname}:${options.port || 443}`);
+  return baseCreate.call(this, tlsOpts ? { ...options, ...tlsOpts } : options, ...rest);
+};
+
+let endpointAgent: EndpointTlsAgent | undefined;
+
+function teenyPool(): Map<string, unknown> | undefined {
+  try {
+    const fromStorage = createRequire(createRequire(import.meta.url).resolve('@google-cloud/storage'));
+    const agents = fromStorage('teeny-request/build/src/agents.js') as { pool?: unknown };
+    return agents.pool instanceof Map ? (agents.pool as Map<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function applyTls(storage: Storage, endpoint: string, t: TlsOptions): void {
+  const url = new URL(endpoint);
+  if (url.protocol !== 'https:') return; // plain http: nothing to verify
+  const pool = teenyPool();
+  if (!pool) throw new UsageError('--cacert / --insecure-tls cannot be applied to GCS with this @google-cloud/storage version', 'report this; meanwhile trust the CA system-wide (NODE_EXTRA_CA_CERTS)');
+  if (!endpointAgent) endpointAgent = new EndpointTlsAgent();
+  // "https" is the key when keep-alive is off (the library turns it off in Cloud Functions).
+  for (const key of ['https:forever', 'https']) if (pool.get(key) !== endpointAgent) pool.set(key, endpointAgent);
+  const { ca, rejectUnauthorized } = httpsAgentOptions(t);
+  endpointAgent.endpoints.set(hostPortOf(url), { ca, rejectUnauthorized });
+  const agent = new https.Agent(httpsAgentOptions(t));
+  type Interceptor = (typeof storage.interceptors)[number];
+  const request = ((reqOpts: { agent?: https.Agent }) => {
+    reqOpts.agent = agent;
+    return reqOpts;
+  }) as unknown as Interceptor['request'];
+  storage.interceptors.push({ request });
 }
 
 export function mapGcsError(err: unknown, location: string, op: string): StorageError {

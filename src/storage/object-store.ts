@@ -13,7 +13,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { StorageError, UsageError } from '../core/errors.js';
 import { makeS3Client, mapS3Error } from './s3.js';
-import { makeContainerClient, mapAzureError } from './azure.js';
+import { makeContainerClient, mapAzureError, releaseContainerClient } from './azure.js';
 import { makeGcsBucket, mapGcsError } from './gcs.js';
 import { loadCa, BackendOptions } from './open.js';
 import { RetryPolicy, Semaphore, storageError } from './retry.js';
@@ -216,7 +216,9 @@ class AzureObjectStore implements ObjectStore {
     return count;
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    releaseContainerClient(this.container);
+  }
 }
 
 class GcsObjectStore implements ObjectStore {
@@ -334,11 +336,14 @@ export async function openObjectStore(loc: RepoLocation, opts: ObjectStoreOption
       return new S3ObjectStore(client, loc.bucket, loc.prefix, loc.display, policy, partSize, inFlight);
     }
     case 'azure': {
-      const container = makeContainerClient({ location: loc, credentials: opts.profile?.azure, env }, { maxTries: 5 });
+      const ca = await loadCa(opts.cacert);
+      const container = makeContainerClient({ location: loc, credentials: opts.profile?.azure, insecureTls: opts.insecureTls, ca, env }, { maxTries: 5 });
       return new AzureObjectStore(loc.display, container, loc.prefix, partSize, inFlight);
     }
-    case 'gs':
-      return new GcsObjectStore(loc.display, makeGcsBucket({ location: loc, credentials: opts.profile?.gcs, env }, { autoRetry: true }), loc.prefix);
+    case 'gs': {
+      const ca = await loadCa(opts.cacert);
+      return new GcsObjectStore(loc.display, makeGcsBucket({ location: loc, credentials: opts.profile?.gcs, insecureTls: opts.insecureTls, ca, env }, { autoRetry: true }), loc.prefix);
+    }
     case 'local':
       return new LocalObjectStore(loc.path);
     case 'rest':

@@ -61,9 +61,9 @@ export async function openProviderBackend(location: RepoLocation | string, opts:
     case 's3':
       return new (await import('./s3.js')).S3Backend({ location: loc, credentials: opts.profile?.s3, insecureTls: opts.insecureTls, ca, connections: opts.connections, env });
     case 'azure':
-      return new (await import('./azure.js')).AzureBackend({ location: loc, credentials: opts.profile?.azure, connections: opts.connections, env });
+      return new (await import('./azure.js')).AzureBackend({ location: loc, credentials: opts.profile?.azure, insecureTls: opts.insecureTls, ca, connections: opts.connections, env });
     case 'gs':
-      return new (await import('./gcs.js')).GcsBackend({ location: loc, credentials: opts.profile?.gcs, connections: opts.connections, env });
+      return new (await import('./gcs.js')).GcsBackend({ location: loc, credentials: opts.profile?.gcs, insecureTls: opts.insecureTls, ca, connections: opts.connections, env });
     case 'rest':
       return new (await import('./rest.js')).RestBackend({ location: loc, insecureTls: opts.insecureTls, ca, serverCertFingerprint: opts.serverCertFingerprint, connections: opts.connections });
   }

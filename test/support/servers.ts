@@ -199,27 +199,35 @@ export interface AzuriteServer extends Server {
   accountKey: string;
 }
 
-export async function startAzurite(): Promise<AzuriteServer> {
-  return withFreshPortRetry(() => startAzuriteOnce());
+export interface AzuriteOptions {
+  /** Serve https with this certificate and key (PEM file paths); the endpoint is then https://. */
+  cert?: string;
+  key?: string;
 }
 
-async function startAzuriteOnce(): Promise<AzuriteServer> {
+export async function startAzurite(opts: AzuriteOptions = {}): Promise<AzuriteServer> {
+  return withFreshPortRetry(() => startAzuriteOnce(opts));
+}
+
+async function startAzuriteOnce(opts: AzuriteOptions): Promise<AzuriteServer> {
   const port = await freePort();
   const bin = path.join(projectRoot, 'node_modules', '.bin', 'azurite-blob');
-  const child = spawnServer(bin, ['--blobHost', '127.0.0.1', '--blobPort', String(port), '--inMemoryPersistence', '--silent', '--disableTelemetry', '--skipApiVersionCheck', '--loose']);
+  const tlsArgs = opts.cert && opts.key ? ['--cert', opts.cert, '--key', opts.key] : [];
+  const child = spawnServer(bin, ['--blobHost', '127.0.0.1', '--blobPort', String(port), '--inMemoryPersistence', '--silent', '--disableTelemetry', '--skipApiVersionCheck', '--loose', ...tlsArgs]);
   try {
     await waitForPort(port, 30_000, child);
   } catch (err) {
     await killPid(child.pid);
     throw new Error(`azurite did not start: ${(err as Error).message}\n${child.output()}`);
   }
-  const endpoint = `http://127.0.0.1:${port}/${AZURITE_ACCOUNT}`;
+  const scheme = tlsArgs.length ? 'https' : 'http';
+  const endpoint = `${scheme}://127.0.0.1:${port}/${AZURITE_ACCOUNT}`;
   return {
     endpoint,
     port,
     accountName: AZURITE_ACCOUNT,
     accountKey: AZURITE_KEY,
-    connectionString: `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT};AccountKey=${AZURITE_KEY};BlobEndpoint=${endpoint};`,
+    connectionString: `DefaultEndpointsProtocol=${scheme};AccountName=${AZURITE_ACCOUNT};AccountKey=${AZURITE_KEY};BlobEndpoint=${endpoint};`,
     stop: () => killPid(child.pid),
   };
 }
