@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 // Not re-exported from the package index in 1.4; the generated models' serializer is the source of truth.
 import { ObjectSerializer } from '@kubernetes/client-node/dist/gen/models/ObjectSerializer.js';
-import { datamoverPod, dumpPod, maintenancePod, rbacRole, serverObjects, type PodObj } from '../../src/kube/manifests.js';
+import { datamoverPod, dumpPod, maintenancePod, rbacRole, repoSecret, serverObjects, type PodObj, type RepoAccess } from '../../src/kube/manifests.js';
+import { collectStorageEnv, locationHasCredentials } from '../../src/kube/storage-env.js';
 import { kubeError, podProblem } from '../../src/kube/errors.js';
 import { kubeRequested } from '../../src/kube/cli.js';
 
@@ -44,6 +45,17 @@ const pods: PodObj[] = [
   dumpPod({ namespace: 'backup', image: 'dmctl:test', dumpImage: 'postgres:16', command: ['psql', 'db'], operation: 'restore', streamName: 'db.sql', selector: 'latest', server }),
   maintenancePod({ namespace: 'backup', image: 'dmctl:test', server: 'dm', command: 'prune', args: ['--max-unused', '5%'], repo: '/srv/repo', repoClaim: 'repo-claim', storageEnvKeys: ['AWS_ACCESS_KEY_ID'] }),
 ];
+// Pods that go straight to a repository through a short-lived Secret.
+const onClaim: RepoAccess = { secret: 'dmctl-backup-data-x1-repo', location: '/srv/repo/r', claim: 'repo-claim' };
+const inCloud: RepoAccess = { secret: 'dmctl-dump-x2-repo', location: 'rest:https://u:p@h/', locationInSecret: true, envKeys: ['AWS_SECRET_ACCESS_KEY'], fileKeys: ['GOOGLE_APPLICATION_CREDENTIALS'] };
+const repoPods: PodObj[] = [
+  datamoverPod({ name: 'dmctl-backup-data-x1', namespace: 'backup', image: 'dmctl:test', operation: 'backup', claim: 'data', selector: '', repo: onClaim }),
+  datamoverPod({ namespace: 'backup', image: 'dmctl:test', operation: 'restore', claim: 'data', selector: 'latest', repo: onClaim }),
+  dumpPod({ name: 'dmctl-dump-x2', namespace: 'backup', image: 'dmctl:test', dumpImage: 'postgres:16', command: ['pg_dump', 'db'], operation: 'backup', streamName: 'db.sql', repo: inCloud }),
+  maintenancePod({ namespace: 'backup', image: 'dmctl:test', command: 'check', args: [], access: onClaim }),
+];
+pods.push(...repoPods);
+const shortSecret = repoSecret({ name: 'dmctl-dump-x2-repo', namespace: 'backup', pod: 'dmctl-dump-x2', password: 'pw-123', location: 'rest:https://u:p@h/', env: { AWS_SECRET_ACCESS_KEY: 'sk-9' }, files: { GOOGLE_APPLICATION_CREDENTIALS: '{"k":1}' } });
 
 describe('manifests against the @kubernetes/client-node 1.4 types', () => {
   it('the round trip really drops unknown fields (so the check can fail)', () => {
@@ -156,5 +168,58 @@ describe('one-line errors from API answers and pod status', () => {
     assert.equal(kubeRequested(['--pvc', 'x', '--kube']), true);
     assert.equal(kubeRequested(['--name', 'x', '--', 'tool', '--kube']), false);
     assert.ok(crypto);
+  });
+});
+
+describe('pods straight to a repository', () => {
+  it('the short-lived Secret and the pods lose no field in the client-node round trip', () => {
+    roundTrip(shortSecret);
+    roundTrip(repoSecret({ name: 's', namespace: 'n', pod: 'p', password: '<redacted>', placeholders: true }));
+    for (const p of repoPods) roundTrip(p);
+  });
+
+  it('the password, storage credentials and a URL with credentials come from the Secret, never plain env or args', () => {
+    const d = (shortSecret.data ?? {}) as Record<string, string>;
+    assert.deepEqual(Object.keys(d).sort(), ['env.AWS_SECRET_ACCESS_KEY', 'file.GOOGLE_APPLICATION_CREDENTIALS', 'password', 'repository']);
+    assert.equal(Buffer.from(d.password!, 'base64').toString(), 'pw-123');
+    const c = repoPods[2]!.spec!.containers.find((x) => x.name === 'datamover')!;
+    const env = Object.fromEntries(c.env!.map((e) => [e.name, e]));
+    assert.deepEqual(env.DM_REPOSITORY!.valueFrom, { secretKeyRef: { name: 'dmctl-dump-x2-repo', key: 'repository' } });
+    assert.deepEqual(env.AWS_SECRET_ACCESS_KEY!.valueFrom, { secretKeyRef: { name: 'dmctl-dump-x2-repo', key: 'env.AWS_SECRET_ACCESS_KEY' } });
+    assert.equal(env.DM_PASSWORD_FILE!.value, '/etc/secrets/dmctl-dump-x2-repo/password');
+    assert.equal(env.GOOGLE_APPLICATION_CREDENTIALS!.value, '/etc/secrets/dmctl-dump-x2-repo/file.GOOGLE_APPLICATION_CREDENTIALS');
+    // The dump container (another image) sees neither the Secret nor the variables.
+    const dump = repoPods[2]!.spec!.containers.find((x) => x.name === 'dump')!;
+    assert.equal(dump.env, undefined);
+    assert.ok(!dump.volumeMounts!.some((m) => m.name === 'repo-secret'));
+    for (const p of repoPods) assert.ok(!JSON.stringify(p.spec).includes('u:p@') && !JSON.stringify(p.spec).includes('pw-123'));
+  });
+
+  it('the repository claim is mounted read-write at /srv/repo, the data claim of a backup read-only', () => {
+    const b = repoPods[0]!.spec!;
+    const mounts = Object.fromEntries(b.containers[0]!.volumeMounts!.map((m) => [m.name, m]));
+    assert.equal(mounts.repo!.mountPath, '/srv/repo');
+    assert.notEqual(mounts.repo!.readOnly, true);
+    assert.equal(mounts.data!.readOnly, true);
+    assert.equal(mounts['repo-secret']!.readOnly, true);
+    assert.equal(b.volumes!.find((v) => v.name === 'repo')!.persistentVolumeClaim!.claimName, 'repo-claim');
+    const m = repoPods[3]!.spec!.containers[0]!;
+    assert.deepEqual(m.args, ['check']);
+    assert.equal(m.env!.find((e) => e.name === 'DM_REPOSITORY')!.value, '/srv/repo/r');
+  });
+
+  it('storage variables: the provider\'s own when set, --storage-env ones, credential files by contents', async () => {
+    const env = { AWS_ACCESS_KEY_ID: 'AK', AWS_SECRET_ACCESS_KEY: 'SK', AZURE_ACCOUNT_KEY: 'AZ', MY_VAR: 'x' };
+    assert.deepEqual(await collectStorageEnv('s3:https://h/b', [], { env }), { env: { AWS_ACCESS_KEY_ID: 'AK', AWS_SECRET_ACCESS_KEY: 'SK' }, files: {} });
+    assert.deepEqual(await collectStorageEnv('azure:c:/p', ['MY_VAR'], { env }), { env: { MY_VAR: 'x', AZURE_ACCOUNT_KEY: 'AZ' }, files: {} });
+    assert.deepEqual(await collectStorageEnv('/srv/repo/r', [], { env }), { env: {}, files: {} });
+    assert.deepEqual(await collectStorageEnv('s3:https://h/b', [], { env, placeholders: true }), { env: { AWS_ACCESS_KEY_ID: '<from $AWS_ACCESS_KEY_ID>', AWS_SECRET_ACCESS_KEY: '<from $AWS_SECRET_ACCESS_KEY>' }, files: {} });
+    await assert.rejects(collectStorageEnv('s3:https://h/b', ['UNSET_VAR_X'], { env }), /--storage-env UNSET_VAR_X: not set/);
+    const gcs = await collectStorageEnv('gs:b:/p', [], { env: { GOOGLE_APPLICATION_CREDENTIALS: new URL(import.meta.url).pathname } });
+    assert.deepEqual(Object.keys(gcs.files), ['GOOGLE_APPLICATION_CREDENTIALS']);
+    assert.match(gcs.files.GOOGLE_APPLICATION_CREDENTIALS!, /pods straight to a repository/);
+    assert.equal(locationHasCredentials('rest:https://u:p@h:8000/'), true);
+    assert.equal(locationHasCredentials('rest:https://h:8000/'), false);
+    assert.equal(locationHasCredentials('s3:https://s3.example/b'), false);
   });
 });
