@@ -33,7 +33,7 @@ export const podFlags = {
   ...repoKubeFlags,
   pvc: Flags.string({ summary: 'With --kube: the PersistentVolumeClaim to back up or restore into.', helpValue: 'CLAIM', helpGroup: KUBE }),
   'sub-path': Flags.string({ summary: 'With --kube: only this folder of the claim.', helpValue: 'PATH', helpGroup: KUBE }),
-  server: Flags.string({ summary: 'With --kube: the dmctl server (started with `server start --kube --name`) to store into.', helpValue: 'NAME', helpGroup: KUBE }),
+  server: Flags.string({ summary: 'With --kube: the dmctl server (started with `server start --kube --name`) to store into; without it, --repo/--repo-pvc go straight to a repository.', helpValue: 'NAME', helpGroup: KUBE }),
   user: Flags.string({ summary: 'With --kube: the server user whose credential the pod uses (default: the first).', helpValue: 'USER', helpGroup: KUBE }),
   'keep-pod': Flags.boolean({ summary: 'With --kube: keep the pod after it ends (for debugging).', helpGroup: KUBE }),
   'dmctl-image': Flags.string({ summary: 'With --kube on stream commands: the dmctl image (--image is the dump command\'s).', helpValue: 'IMAGE', helpGroup: KUBE }),
