@@ -2,7 +2,7 @@
 // the BlobWriter. Several chunks of one file are compressed/encrypted concurrently; the content list
 // keeps file order because IDs are known as soon as a chunk is hashed.
 import { promises as fsp, openSync, readSync, closeSync, constants as fsc } from 'node:fs';
-import crypto from 'node:crypto';
+import { OFFLOAD_MIN, sha256hex, sha256hexAsync } from '../repository/crypto.js';
 import { Chunker, MIN_SIZE } from '../chunker/chunker.js';
 import { BlobWriter } from '../repository/repository.js';
 
@@ -16,10 +16,20 @@ export interface SavedContent {
 
 export type BytesFn = (n: number) => void;
 
-/** Consumes chunk buffers: hash (the content list is final at once), then hand new blobs to the writer's queue. */
+/** Hashes of large chunks run on the thread pool; at most this many bytes of them at once. */
+const HASHING_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Consumes chunk buffers: hash, then hand new blobs to the writer's queue. Large chunks are hashed
+ * on the thread pool while the chunker goes on with the next ones; the content list keeps the
+ * chunks' order because each hash fills its own slot.
+ */
 class ContentSink {
   readonly content: string[] = [];
   size = 0;
+  private readonly hashing = new Set<Promise<void>>();
+  private hashingBytes = 0;
+  private failure: unknown;
 
   constructor(
     private readonly writer: BlobWriter,
@@ -27,14 +37,40 @@ class ContentSink {
   ) {}
 
   async push(chunk: Buffer): Promise<void> {
-    const id = crypto.createHash('sha256').update(chunk).digest('hex');
-    this.content.push(id);
+    if (this.failure) throw this.failure;
+    const slot = this.content.length;
+    this.content.push('');
     this.size += chunk.length;
     this.onBytes?.(chunk.length);
-    await this.writer.enqueue('data', id, chunk);
+    if (chunk.length < OFFLOAD_MIN) {
+      const id = sha256hex(chunk);
+      this.content[slot] = id;
+      await this.writer.enqueue('data', id, chunk);
+      return;
+    }
+    while (this.hashingBytes > 0 && this.hashingBytes + chunk.length > HASHING_BYTES) {
+      await Promise.race(this.hashing);
+      if (this.failure) throw this.failure;
+    }
+    this.hashingBytes += chunk.length;
+    const task: Promise<void> = sha256hexAsync(chunk)
+      .then((id) => {
+        this.content[slot] = id;
+        return this.writer.enqueue('data', id, chunk);
+      })
+      .catch((err) => {
+        this.failure ??= err;
+      })
+      .finally(() => {
+        this.hashing.delete(task);
+        this.hashingBytes -= chunk.length;
+      });
+    this.hashing.add(task);
   }
 
-  finish(): SavedContent {
+  async finish(): Promise<SavedContent> {
+    while (this.hashing.size) await Promise.all(this.hashing);
+    if (this.failure) throw this.failure;
     return { content: this.content, size: this.size };
   }
 }
@@ -96,7 +132,7 @@ export async function saveFile(writer: BlobWriter, polynomial: bigint, fh: fsp.F
     }
     if (got <= sizeHint) {
       if (got > 0) await sink.push(buf.subarray(0, got));
-      return sink.finish();
+      return await sink.finish();
     }
     // grew while reading: fall through to the general path from the start
     const chunker = new Chunker(polynomial);
@@ -111,11 +147,11 @@ export async function saveFile(writer: BlobWriter, polynomial: bigint, fh: fsp.F
         yield more.subarray(0, bytesRead);
       }
     })());
-    return sink.finish();
+    return await sink.finish();
   }
   const chunker = new Chunker(polynomial);
   await chunkInto(sink, chunker, readHandle(fh));
-  return sink.finish();
+  return await sink.finish();
 }
 
 /** Saves a stream (stdin, a command's stdout). Memory: one read buffer + MAX_SIZE + chunks in flight. */
@@ -123,7 +159,7 @@ export async function saveStream(writer: BlobWriter, polynomial: bigint, input: 
   const sink = new ContentSink(writer, onBytes);
   const chunker = new Chunker(polynomial);
   await chunkInto(sink, chunker, coalesce(input, READ_SIZE));
-  return sink.finish();
+  return await sink.finish();
 }
 
 /** Groups small stream reads (pipes give 64 KiB) into larger buffers to cut per-call overhead. */
@@ -182,5 +218,5 @@ export async function saveBuffer(writer: BlobWriter, data: Buffer, onBytes?: Byt
     if (polynomial === undefined) throw new Error('saveBuffer: polynomial needed for data >= MIN_SIZE');
     await chunkInto(sink, new Chunker(polynomial), (async function* () { yield data; })());
   } else if (data.length > 0) await sink.push(data);
-  return sink.finish();
+  return await sink.finish();
 }
