@@ -1,7 +1,7 @@
 // Reads a file or stream, chunks it with restic's chunker, hashes each chunk and hands new chunks to
 // the BlobWriter. Several chunks of one file are compressed/encrypted concurrently; the content list
 // keeps file order because IDs are known as soon as a chunk is hashed.
-import { promises as fsp, openSync, readSync, closeSync, constants as fsc } from 'node:fs';
+import { promises as fsp, openSync, readSync, closeSync, read as fsRead, constants as fsc } from 'node:fs';
 import { OFFLOAD_MIN, sha256hex, sha256hexAsync } from '../repository/crypto.js';
 import { Chunker, MIN_SIZE } from '../chunker/chunker.js';
 import { BlobWriter } from '../repository/repository.js';
@@ -154,19 +154,45 @@ export async function saveFile(writer: BlobWriter, polynomial: bigint, fh: fsp.F
   return await sink.finish();
 }
 
+/** Buffer size for streams (larger buffers keep chunks as views but pin them in memory longer). */
+const STREAM_BUFFER = READ_SIZE;
+
 /** Saves a stream (stdin, a command's stdout). Memory: one read buffer + MAX_SIZE + chunks in flight. */
 export async function saveStream(writer: BlobWriter, polynomial: bigint, input: AsyncIterable<Uint8Array>, onBytes?: BytesFn): Promise<SavedContent> {
   const sink = new ContentSink(writer, onBytes);
   const chunker = new Chunker(polynomial);
-  await chunkInto(sink, chunker, coalesce(input, READ_SIZE));
+  await chunkInto(sink, chunker, coalesce(input, STREAM_BUFFER));
   return await sink.finish();
 }
 
-/** Groups small stream reads (pipes give 64 KiB) into larger buffers to cut per-call overhead. */
+/**
+ * Reads a file descriptor (stdin redirected from a regular file) straight into fresh buffers of
+ * `size` bytes, filling each before yielding it: no 64 KiB stream pieces to copy and collect.
+ * Not for pipes: Node may have made them non-blocking (reads would fail with EAGAIN).
+ */
+export async function* readFdChunks(fd: number, size = STREAM_BUFFER): AsyncGenerator<Buffer> {
+  for (;;) {
+    const buf = Buffer.allocUnsafe(size);
+    let got = 0;
+    while (got < size) {
+      const n = await new Promise<number>((resolve, reject) => fsRead(fd, buf, got, size - got, null, (err, bytes) => (err ? reject(err) : resolve(bytes))));
+      if (n === 0) break;
+      got += n;
+    }
+    if (got > 0) yield got === size ? buf : buf.subarray(0, got);
+    if (got < size) return;
+  }
+}
+
+/** Groups small stream reads (pipes give 64 KiB) into larger buffers; large pieces pass through. */
 async function* coalesce(input: AsyncIterable<Uint8Array>, size: number): AsyncGenerator<Buffer> {
   let buf = Buffer.allocUnsafe(size);
   let used = 0;
   for await (const piece of input) {
+    if (used === 0 && piece.length >= size) {
+      yield Buffer.isBuffer(piece) ? piece : Buffer.from(piece.buffer, piece.byteOffset, piece.length);
+      continue;
+    }
     let off = 0;
     while (off < piece.length) {
       const n = Math.min(size - used, piece.length - off);

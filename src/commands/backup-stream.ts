@@ -1,4 +1,7 @@
 import { Flags } from '@oclif/core';
+import { fstatSync } from 'node:fs';
+import { isatty } from 'node:tty';
+import { readFdChunks } from '../archiver/file-saver.js';
 import { DmctlCommand, repoFlags } from '../base-command.js';
 import { openRepositoryFromSettings } from '../config/open-repo.js';
 import { backupStream } from '../archiver/stream.js';
@@ -32,13 +35,13 @@ Memory stays flat however large the stream.`;
     const sep = this.argv.indexOf('--');
     const command = sep >= 0 ? this.argv.slice(sep + 1) : (argv as string[]);
     if (sep < 0 && command.length) throw new UsageError(`unexpected argument ${command[0]}`, 'put the command after `--`: dmctl backup-stream --name NAME -- CMD ARGS...');
-    if (!command.length && process.stdin.isTTY) throw new UsageError('stdin is a terminal', 'pipe data in, or give a command after `--`');
+    if (!command.length && isatty(0)) throw new UsageError('stdin is a terminal', 'pipe data in, or give a command after `--`');
     const settings = await this.settings();
     const repo = await openRepositoryFromSettings(settings);
     try {
       const summary = await backupStream(repo, {
         name: flags.name,
-        input: command.length ? undefined : process.stdin,
+        input: command.length ? undefined : stdinInput(),
         command: command.length ? command : undefined,
         host: flags.host,
         tags: splitTags(flags.tag),
@@ -53,4 +56,15 @@ Memory stays flat however large the stream.`;
       await repo.backend.close();
     }
   }
+}
+
+/** stdin redirected from a regular file is read directly in large buffers; pipes and sockets as a stream. */
+function stdinInput(): AsyncIterable<Uint8Array> {
+  try {
+    const st = fstatSync(0);
+    if (st.isFile()) return readFdChunks(0);
+  } catch {
+    // fall back to the stream
+  }
+  return process.stdin;
 }

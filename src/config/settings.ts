@@ -2,6 +2,7 @@
 // documented order. Commands get a RepoSettings from DmctlCommand.settings(); the password is read
 // lazily (only commands that open the repository ask for it) and never appears in errors or logs.
 
+import { isatty } from 'node:tty';
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { DmctlError, EXIT_CODES, InterruptedError, UsageError, describeSystemError } from '../core/errors.js';
@@ -284,7 +285,9 @@ export async function resolveSettings(flags: RepoFlagValues, ctx: ResolveContext
   const copts = connectionApplies ? connection!.options : {};
 
   // Password source (decided now, read later).
-  const interactive = ctx.interactive ?? Boolean(process.stdin.isTTY && process.stderr.isTTY);
+  // tty.isatty, not process.stdin.isTTY: touching process.stdin turns a piped stdin non-blocking,
+  // and backup-stream reads fd 0 directly.
+  const interactive = ctx.interactive ?? Boolean(isatty(0) && process.stderr.isTTY);
   type Reader = () => Promise<Buffer>;
   let passwordSource: PasswordSource | undefined;
   let reader: Reader | undefined;
