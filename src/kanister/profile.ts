@@ -112,8 +112,9 @@ export function parseProfile(json: string): KanisterProfile {
         const id = v.get('aws_access_key_id');
         const sk = v.get('aws_secret_access_key');
         if (!id || !sk) throw bad('AWS Secret needs aws_access_key_id and aws_secret_access_key');
-        if (v.get('role')) throw new UsageError('Profile Secret asks for an AWS role (AssumeRole), which dmctl does not support yet', 'use keys without a role, or web identity (IRSA) through the environment');
-        credentials.s3 = { accessKeyId: id, secretAccessKey: sk };
+        // With a role, requests use temporary credentials from STS AssumeRole (60 minutes, renewed).
+        const role = v.get('role')?.trim();
+        credentials.s3 = { accessKeyId: id, secretAccessKey: sk, ...(role ? { roleArn: role } : {}) };
       } else if (type === 'azure') {
         const acct = v.get('azure_storage_account_id');
         const key = v.get('azure_storage_key');

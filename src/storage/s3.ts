@@ -21,16 +21,28 @@ import {
   AbortMultipartUploadCommand,
 } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
+import type { AwsCredentialIdentityProvider } from '@smithy/types';
 import { StorageError } from '../core/errors.js';
 import { Backend, FileInfo, FileType } from './backend.js';
 import { ListPage, RequestContext, describeNetworkError, httpStatusOf, storageError, validName } from './retry.js';
 import type { S3Location } from './url.js';
+import { httpsAgentOptions } from './tls.js';
 
 export interface S3Credentials {
   accessKeyId: string;
   secretAccessKey: string;
   sessionToken?: string;
+  /**
+   * ARN of a role to assume with this key pair (a Kanister Profile Secret's `role`): requests are
+   * made with temporary credentials from STS AssumeRole, asked for 60 minutes and renewed by the
+   * SDK before they expire. STS is reached at the custom endpoint when there is one (Ceph radosgw
+   * serves STS on its S3 port), otherwise at AWS's regional STS endpoint.
+   */
+  roleArn?: string;
 }
+
+/** How long assumed-role credentials are asked for (kando: 60 minutes). */
+export const ASSUME_ROLE_SECONDS = 3600;
 
 export interface S3Settings {
   location: S3Location;
@@ -53,16 +65,15 @@ export function makeS3Client(s: S3Settings): S3Client {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const custom = loc.endpoint !== undefined;
   const maxSockets = Math.max(4, (s.connections ?? 5) * 2);
-  const agentOpts: https.AgentOptions = { keepAlive: true, maxSockets, rejectUnauthorized: !s.insecureTls };
-  if (s.ca) agentOpts.ca = s.ca;
+  const requestHandler = new NodeHttpHandler({
+    httpAgent: new http.Agent({ keepAlive: true, maxSockets }),
+    httpsAgent: new https.Agent(httpsAgentOptions({ ca: s.ca, insecureTls: s.insecureTls }, { maxSockets })),
+    connectionTimeout: 15_000,
+  });
   const cfg: S3ClientConfig = {
-    region: loc.region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1',
+    region: loc.region || env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1',
     maxAttempts: 1,
-    requestHandler: new NodeHttpHandler({
-      httpAgent: new http.Agent({ keepAlive: true, maxSockets }),
-      httpsAgent: new https.Agent(agentOpts),
-      connectionTimeout: 15_000,
-    }),
+    requestHandler,
   };
   if (custom) {
     cfg.endpoint = loc.endpoint;
@@ -71,9 +82,49 @@ export function makeS3Client(s: S3Settings): S3Client {
     cfg.requestChecksumCalculation = (env.AWS_REQUEST_CHECKSUM_CALCULATION?.toUpperCase() as 'WHEN_REQUIRED' | 'WHEN_SUPPORTED') ?? 'WHEN_REQUIRED';
     cfg.responseChecksumValidation = (env.AWS_RESPONSE_CHECKSUM_VALIDATION?.toUpperCase() as 'WHEN_REQUIRED' | 'WHEN_SUPPORTED') ?? 'WHEN_REQUIRED';
   }
-  if (s.credentials) cfg.credentials = { ...s.credentials };
+  if (s.credentials?.roleArn) cfg.credentials = assumeRoleProvider(s.credentials as S3Credentials & { roleArn: string }, cfg.region as string, loc.endpoint, requestHandler, loc.display);
+  else if (s.credentials) cfg.credentials = { accessKeyId: s.credentials.accessKeyId, secretAccessKey: s.credentials.secretAccessKey, sessionToken: s.credentials.sessionToken };
   // else: the SDK's default chain (env, shared config files, web identity / IRSA, container, IMDS)
   return new S3Client(cfg);
+}
+
+/**
+ * A credentials provider that assumes `roleArn` with the key pair through STS AssumeRole. The S3
+ * client caches what it returns and calls it again five minutes before `expiration`. Failures are
+ * one line naming the role (never a key): access denied or unknown role are final, network
+ * failures are left to the retry wrapper.
+ */
+function assumeRoleProvider(c: S3Credentials & { roleArn: string }, region: string, endpoint: string | undefined, requestHandler: NodeHttpHandler, location: string): AwsCredentialIdentityProvider {
+  let client: { send(cmd: unknown): Promise<any> } | undefined;
+  let Command: (new (input: Record<string, unknown>) => unknown) | undefined;
+  return async () => {
+    if (!client || !Command) {
+      const sts = await import('@aws-sdk/nested-clients/sts');
+      client = new sts.STSClient({
+        region,
+        ...(endpoint ? { endpoint } : {}),
+        maxAttempts: 1,
+        requestHandler,
+        credentials: { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey, sessionToken: c.sessionToken },
+      });
+      Command = sts.AssumeRoleCommand as unknown as new (input: Record<string, unknown>) => unknown;
+    }
+    const op = `assuming the AWS role ${c.roleArn}`;
+    let r: { Credentials?: { AccessKeyId?: string; SecretAccessKey?: string; SessionToken?: string; Expiration?: Date } };
+    try {
+      r = await client.send(new Command({ RoleArn: c.roleArn, RoleSessionName: `dmctl-${Date.now()}`, DurationSeconds: ASSUME_ROLE_SECONDS }));
+    } catch (err) {
+      const m = mapS3Error(err, location, op);
+      if (m.kind === 'not-found' || ['NoSuchEntity', 'MalformedPolicyDocument', 'InvalidParameterValue', 'ValidationError'].includes((err as any)?.name)) {
+        throw storageError('access-denied', `${location}: ${op}: STS refused it (${(err as any)?.name ?? 'error'})`, { cause: err, hint: 'check the role ARN in the profile Secret and that the key pair may assume it' });
+      }
+      if (m.kind === 'access-denied' || m.kind === 'other') throw storageError('access-denied', m.message, { cause: err, hint: 'check the role ARN in the profile Secret and that the key pair may assume it (its trust policy)' });
+      throw m;
+    }
+    const k = r.Credentials;
+    if (!k?.AccessKeyId || !k.SecretAccessKey || !k.SessionToken) throw storageError('access-denied', `${location}: ${op}: STS answered without credentials`);
+    return { accessKeyId: k.AccessKeyId, secretAccessKey: k.SecretAccessKey, sessionToken: k.SessionToken, expiration: k.Expiration };
+  };
 }
 
 /** Maps an S3 SDK error onto the StorageError vocabulary: one line naming backend and operation. */

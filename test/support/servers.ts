@@ -118,7 +118,13 @@ export interface RadosgwServer extends Server {
   dir: string;
 }
 
-async function startRadosgwOnce(opts: { memstoreBytes?: number }): Promise<RadosgwServer> {
+export interface RadosgwOptions {
+  memstoreBytes?: number;
+  /** Extra radosgw settings for its [client.rgw.a] section, e.g. { 'rgw sts key': '…' }. */
+  rgwConfig?: Record<string, string>;
+}
+
+async function startRadosgwOnce(opts: RadosgwOptions): Promise<RadosgwServer> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dmctl-rgw-'));
   const [rgwPort, monPort] = [await freePort(), await freePort()];
   // The shared script, with its fixed ports swapped for free ones.
@@ -127,7 +133,8 @@ async function startRadosgwOnce(opts: { memstoreBytes?: number }): Promise<Rados
     .replaceAll('7480', String(rgwPort))
     .replace('--add a 127.0.0.1:6789', `--addv a [v1:127.0.0.1:${monPort}]`)
     .replaceAll('6789', String(monPort))
-    .replace('memstore device bytes = 2147483648', `memstore device bytes = ${opts.memstoreBytes ?? 2147483648}`);
+    .replace('memstore device bytes = 2147483648', `memstore device bytes = ${opts.memstoreBytes ?? 2147483648}`)
+    .replace('rgw data = $C/rgw', ['rgw data = $C/rgw', ...Object.entries(opts.rgwConfig ?? {}).map(([k, v]) => `${k} = ${v}`)].join('\n'));
   const scriptPath = path.join(dir, 'ceph-rgw.sh');
   await fsp.writeFile(scriptPath, script, { mode: 0o755 });
   const cluster = path.join(dir, 'c');
@@ -172,7 +179,7 @@ async function startRadosgwOnce(opts: { memstoreBytes?: number }): Promise<Rados
 }
 
 /** Starts a one-node Ceph cluster with radosgw (about 12 s, 400 MB); one retry in a fresh folder. */
-export async function startRadosgw(opts: { memstoreBytes?: number } = {}): Promise<RadosgwServer> {
+export async function startRadosgw(opts: RadosgwOptions = {}): Promise<RadosgwServer> {
   // Ceph's OSD sometimes fails to join its fresh cluster ("wrong fsid"); a new cluster in a new
   // folder starts. Three attempts: two failures in a row were seen on a loaded machine.
   let last: unknown;
