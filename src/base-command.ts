@@ -33,6 +33,11 @@ export const globalFlags = {
 };
 
 /** Flags of commands that open a repository: `static flags = { ...repoFlags, ... }`. */
+/** restic's --no-lock, for commands that only read. */
+export const noLockFlag = Flags.boolean({
+  summary: 'Do not take a shared lock (for read-only storage); a prune running meanwhile may remove what is being read.',
+});
+
 export const repoFlags = {
   repo: Flags.string({
     char: 'r',

@@ -1,5 +1,6 @@
 import { Args, Flags } from '@oclif/core';
-import { DmctlCommand, repoFlags } from '../base-command.js';
+import { DmctlCommand, noLockFlag, repoFlags } from '../base-command.js';
+import { RepoLock } from '../repository/lock.js';
 import { openRepositoryFromSettings } from '../config/open-repo.js';
 import { findSnapshot } from '../repository/snapshots.js';
 import { Node, decodeTree } from '../repository/tree.js';
@@ -57,6 +58,7 @@ export default class Ls extends DmctlCommand {
   };
   static override flags = {
     ...repoFlags,
+    'no-lock': noLockFlag,
     ...snapshotFilterFlags,
     long: Flags.boolean({ char: 'l', summary: 'Long format: mode, owner, size, time.' }),
     recursive: Flags.boolean({ summary: 'Descend into directories.', default: true, allowNo: true }),
@@ -64,7 +66,10 @@ export default class Ls extends DmctlCommand {
 
   async run(): Promise<{ snapshot: Record<string, unknown>; nodes: Record<string, unknown>[] }> {
     const { args, flags } = await this.parse(Ls);
-    const repo = await openRepositoryFromSettings(await this.settings());
+    const settings = await this.settings();
+    const repo = await openRepositoryFromSettings(settings);
+    // A shared lock, as restic's ls takes: a prune cannot delete the trees being listed meanwhile.
+    const lock = flags['no-lock'] ? undefined : await RepoLock.acquire(repo, { exclusive: false, retryMs: settings.retryLockMs });
     try {
       await repo.loadIndex();
       const snap = await findSnapshot(repo, args.snapshot, filterFrom(flags));
@@ -81,6 +86,7 @@ export default class Ls extends DmctlCommand {
       }
       return { snapshot: snapshotJson(snap), nodes: out };
     } finally {
+      await lock?.release();
       await repo.backend.close();
     }
   }

@@ -1,5 +1,6 @@
 import { Args, Flags } from '@oclif/core';
-import { DmctlCommand, repoFlags } from '../base-command.js';
+import { DmctlCommand, noLockFlag, repoFlags } from '../base-command.js';
+import { RepoLock } from '../repository/lock.js';
 import { openRepositoryFromSettings } from '../config/open-repo.js';
 import { listSnapshots, SnapshotEntry } from '../repository/snapshots.js';
 import { formatGoTime, toDate } from '../repository/gotime.js';
@@ -43,17 +44,22 @@ export default class Snapshots extends DmctlCommand {
   static override strict = false;
   static override flags = {
     ...repoFlags,
+    'no-lock': noLockFlag,
     ...snapshotFilterFlags,
     latest: Flags.integer({ summary: 'Only the newest N snapshots of each host and path set.', helpValue: 'N' }),
   };
 
   async run(): Promise<Record<string, unknown>[]> {
     const { argv, flags } = await this.parse(Snapshots);
-    const repo = await openRepositoryFromSettings(await this.settings());
+    const settings = await this.settings();
+    const repo = await openRepositoryFromSettings(settings);
     let list: SnapshotEntry[];
+    // A shared lock, as restic's snapshots takes (--no-lock for read-only storage).
+    const lock = flags['no-lock'] ? undefined : await RepoLock.acquire(repo, { exclusive: false, retryMs: settings.retryLockMs });
     try {
       list = await listSnapshots(repo, filterFrom(flags), this.progress('snapshots'));
     } finally {
+      await lock?.release();
       await repo.backend.close();
     }
     const ids = argv as string[];

@@ -49,10 +49,15 @@ test('while an exclusive lock is held, dmctl and restic backups fail cleanly; --
     const r = await restic(t, ['backup', '-q', src]);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /locked/);
-    for (const args of [['prune'], ['forget', '--keep-last', '1'], ['check'], ['key', 'list'], ['stats']]) {
+    for (const args of [['prune'], ['forget', '--keep-last', '1'], ['check'], ['key', 'list'], ['stats'], ['snapshots'], ['ls', 'latest']]) {
       const x = await dmctl(t, args);
       assert.equal(x.code, 11, `${args.join(' ')}: ${x.stderr}`);
     }
+    // Read-only commands can skip the lock, as with restic's --no-lock.
+    const listed = await dmctl(t, ['snapshots', '--no-lock', '--json']);
+    ok(listed);
+    assert.equal(json<unknown[]>(listed).length, 2);
+    ok(await dmctl(t, ['ls', '--no-lock', 'latest']));
     // With --retry-lock the backup waits until the lock goes away.
     const waiting = dmctl(t, ['backup', '-q', '--retry-lock', '30s', src]);
     await new Promise((res) => setTimeout(res, 2500));
@@ -65,6 +70,10 @@ test('while an exclusive lock is held, dmctl and restic backups fail cleanly; --
     await repo.backend.close();
   }
   assert.deepEqual(await lockFiles(), [], 'no lock left behind');
+  // snapshots and ls release their shared lock.
+  ok(await dmctl(t, ['snapshots']));
+  ok(await dmctl(t, ['ls', 'latest']));
+  assert.deepEqual(await lockFiles(), [], 'snapshots and ls leave no lock behind');
 });
 
 test('prune --retry-lock waits for a backup-style (shared) lock', async () => {
