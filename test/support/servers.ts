@@ -182,16 +182,26 @@ async function startRadosgwOnce(opts: RadosgwOptions): Promise<RadosgwServer> {
 export async function startRadosgw(opts: RadosgwOptions = {}): Promise<RadosgwServer> {
   // Ceph's OSD sometimes fails to join its fresh cluster ("wrong fsid"); a new cluster in a new
   // folder starts. Three attempts: two failures in a row were seen on a loaded machine.
-  let last: unknown;
-  for (let i = 0; i < 3; i++) {
-    try {
-      return await startRadosgwOnce(opts);
-    } catch (err) {
-      last = err;
+  // Clusters are started one at a time across test processes. Three failed starts in a row
+  // ("wrong fsid") were seen while other test processes were starting clusters too: a port picked
+  // as free can be taken by another start before it is bound. Running clusters do not conflict.
+  const release = await acquireFileLock(RGW_START_LOCK, 'radosgw start', 900_000);
+  try {
+    let last: unknown;
+    for (let i = 0; i < 3; i++) {
+      try {
+        return await startRadosgwOnce(opts);
+      } catch (err) {
+        last = err;
+      }
     }
+    throw last;
+  } finally {
+    await release();
   }
-  throw last;
 }
+
+const RGW_START_LOCK = path.join(os.tmpdir(), 'dmctl-test-radosgw-start.lock');
 
 // ---------- azurite (Azure Blob) ----------
 
@@ -266,19 +276,23 @@ export async function startGcsEmulator(): Promise<GcsEmulator> {
 
 const GCS_LOCK = path.join(os.tmpdir(), 'dmctl-test-gcs-emulator.lock');
 
-/** An exclusive lock file holding the owner's PID; a lock whose owner is gone is broken. */
 async function acquireGcsLock(timeoutMs = 600_000): Promise<() => Promise<void>> {
+  return acquireFileLock(GCS_LOCK, 'GCS emulator', timeoutMs);
+}
+
+/** An exclusive lock file holding the owner's PID; a lock whose owner is gone is broken. */
+async function acquireFileLock(lockPath: string, what: string, timeoutMs: number): Promise<() => Promise<void>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
-      await fsp.writeFile(GCS_LOCK, String(process.pid), { flag: 'wx' });
+      await fsp.writeFile(lockPath, String(process.pid), { flag: 'wx' });
       return async () => {
-        const owner = await fsp.readFile(GCS_LOCK, 'utf8').catch(() => '');
-        if (owner === String(process.pid)) await fsp.rm(GCS_LOCK, { force: true });
+        const owner = await fsp.readFile(lockPath, 'utf8').catch(() => '');
+        if (owner === String(process.pid)) await fsp.rm(lockPath, { force: true });
       };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const owner = Number(await fsp.readFile(GCS_LOCK, 'utf8').catch(() => '0'));
+      const owner = Number(await fsp.readFile(lockPath, 'utf8').catch(() => '0'));
       let alive = false;
       try {
         if (owner > 0) {
@@ -288,8 +302,8 @@ async function acquireGcsLock(timeoutMs = 600_000): Promise<() => Promise<void>>
       } catch {
         alive = false;
       }
-      if (!alive) await fsp.rm(GCS_LOCK, { force: true });
-      else if (Date.now() > deadline) throw new Error(`GCS emulator lock held by PID ${owner} for too long`);
+      if (!alive) await fsp.rm(lockPath, { force: true });
+      else if (Date.now() > deadline) throw new Error(`${what} lock held by PID ${owner} for too long`);
       else await new Promise((r) => setTimeout(r, 250));
     }
   }
