@@ -13,7 +13,7 @@ import { Backend, FileType, listAll } from '../../src/storage/backend.js';
 import { openBackend, BackendOptions } from '../../src/storage/open.js';
 import { parseRepositoryUrl, RepoLocation } from '../../src/storage/url.js';
 import { StorageError, UsageError, EXIT_CODES } from '../../src/core/errors.js';
-import { startRadosgw, startAzurite, startGcsEmulator, startRcloneRestic, freePort, RadosgwServer, AzuriteServer, GcsEmulator, RestServer, GCS_CLIENT_ENV } from '../support/servers.js';
+import { startRadosgw, startAzurite, startGcsEmulator, startRcloneRestic, freePort, RadosgwServer, AzuriteServer, GcsEmulator, RestServer, GCS_CLIENT_ENV, startTogether } from '../support/servers.js';
 import { startFaultProxy, FaultProxy } from '../support/fault-proxy.js';
 
 Object.assign(process.env, GCS_CLIENT_ENV);
@@ -51,7 +51,7 @@ let gcsRecorder: FaultProxy;
 const SECRET_MARK = 'DMTESTSECRETKEY';
 
 before(async () => {
-  [rgw, azurite, gcs, rest] = await Promise.all([
+  [rgw, azurite, gcs, rest] = await startTogether([
     startRadosgw(),
     startAzurite(),
     startGcsEmulator(),

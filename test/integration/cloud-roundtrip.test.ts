@@ -13,7 +13,7 @@ import path from 'node:path';
 import { promises as fsp } from 'node:fs';
 import { openBackend, BackendOptions } from '../../src/storage/open.js';
 import { listAll } from '../../src/storage/backend.js';
-import { startRadosgw, startAzurite, startGcsEmulator, startRcloneRestic, RadosgwServer, AzuriteServer, GcsEmulator, RestServer, GCS_CLIENT_ENV } from '../support/servers.js';
+import { startRadosgw, startAzurite, startGcsEmulator, startRcloneRestic, RadosgwServer, AzuriteServer, GcsEmulator, RestServer, GCS_CLIENT_ENV, startTogether } from '../support/servers.js';
 import { dmctl, json, toolEnv, ok, ToolEnv, RunResult } from '../support/run.js';
 import { dmctlPipe } from '../support/proc.js';
 import { pseudoRandom, treeManifest, diffManifests, Manifest } from '../support/fixtures.js';
@@ -65,7 +65,8 @@ let srcManifest: Manifest;
 let fileCount = 0;
 
 before(async () => {
-  const started = Promise.all([startRadosgw(), startAzurite(), startGcsEmulator(), startRcloneRestic(path.join(tmpRoot, 'rest-data'))]);
+  const started = startTogether([startRadosgw(), startAzurite(), startGcsEmulator(), startRcloneRestic(path.join(tmpRoot, 'rest-data'))]);
+  started.catch(() => {}); // awaited below; not an unhandled rejection while the tree is made
   fileCount = await makeTree(SRC);
   srcManifest = await treeManifest(SRC);
   [rgw, azurite, gcs, rest] = await started;

@@ -14,7 +14,7 @@ import crypto from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { promises as fsp } from 'node:fs';
-import { startRadosgw, startAzurite, startGcsEmulator, RadosgwServer, AzuriteServer, GcsEmulator, GCS_CLIENT_ENV } from '../support/servers.js';
+import { startRadosgw, startAzurite, startGcsEmulator, RadosgwServer, AzuriteServer, GcsEmulator, GCS_CLIENT_ENV, startTogether } from '../support/servers.js';
 import { makeTestCertificates, startTlsProxy, TestCertificates, TlsProxy } from '../support/tls-proxy.js';
 import { dmctl, toolEnv, ToolEnv, RunResult, json } from '../support/run.js';
 
@@ -32,7 +32,7 @@ let gcsTls: TlsProxy;
 before(async () => {
   certs = await makeTestCertificates(path.join(tmpRoot, 'pki'));
   // radosgw is the slow one (~12 s and more under load): all three start together, once per file.
-  [rgw, azurite, gcs] = await Promise.all([startRadosgw(), startAzurite({ cert: certs.certFile, key: certs.keyFile }), startGcsEmulator()]);
+  [rgw, azurite, gcs] = await startTogether([startRadosgw(), startAzurite({ cert: certs.certFile, key: certs.keyFile }), startGcsEmulator()]);
   rgwTls = await startTlsProxy(rgw.port, certs);
   gcsTls = await startTlsProxy(gcs.port, certs, { rewriteLocation: true });
 }, { timeout: 300_000 });

@@ -97,6 +97,21 @@ export interface Server {
   stop(): Promise<void>;
 }
 
+/**
+ * Starts servers together. If one fails, the ones that did start are stopped before the error is
+ * rethrown: a test file whose before hook fails must not leave servers running (they keep its
+ * process alive, and the GCS emulator's lock held, until the test runner's timeout).
+ */
+export async function startTogether<T extends readonly Promise<Server>[]>(starts: readonly [...T]): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const settled = await Promise.allSettled(starts);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    await Promise.allSettled(settled.map((r) => (r.status === 'fulfilled' ? r.value.stop() : undefined)));
+    throw failed.reason;
+  }
+  return settled.map((r) => (r as PromiseFulfilledResult<Server>).value) as unknown as { -readonly [K in keyof T]: Awaited<T[K]> };
+}
+
 function spawnServer(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): ChildProcess & { output: () => string } {
   const child = spawn(cmd, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
