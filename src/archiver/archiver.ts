@@ -113,6 +113,9 @@ function buildTrie(targets: string[]): TrieNode {
   return root;
 }
 
+/** Parent trees of upcoming sibling directories loaded ahead of the walk. */
+const PARENT_PREFETCH = 8;
+
 export class Archiver {
   private readonly writer: BlobWriter;
   private readonly fileSem: Semaphore;
@@ -159,14 +162,16 @@ export class Archiver {
     return false;
   }
 
+  /** Starts loading a parent tree before it is needed (the walk would otherwise wait for each one). */
+  private prefetchParent(subtree: string | undefined): void {
+    if (!subtree || this.parentTrees.has(subtree)) return;
+    this.parentTrees.set(subtree, this.repo.loadBlob('tree', subtree).then((b) => decodeTree(b)).catch(() => []));
+  }
+
   private async parentChildren(subtree: string | undefined): Promise<Map<string, Node> | undefined> {
     if (!subtree) return undefined;
-    let p = this.parentTrees.get(subtree);
-    if (!p) {
-      p = this.repo.loadBlob('tree', subtree).then((b) => decodeTree(b)).catch(() => []);
-      this.parentTrees.set(subtree, p);
-    }
-    const nodes = await p;
+    this.prefetchParent(subtree);
+    const nodes = await this.parentTrees.get(subtree)!;
     this.parentTrees.delete(subtree);
     const m = new Map<string, Node>();
     for (const n of nodes) m.set(n.name.toString('latin1'), n);
@@ -287,7 +292,13 @@ export class Archiver {
     // behind in the writer's queue, so this does not serialise compression).
     const byName = new Map<string, Node>();
     for (const n of nodes) byName.set(n.name.toString('latin1'), n);
-    await mapLimit(subdirs, 1, async (d) => {
+    const oldSubtree = (d: { name: Buffer }) => {
+      const o = old?.get(d.name.toString('latin1'));
+      return o?.type === 'dir' ? o.subtree : undefined;
+    };
+    await mapLimit(subdirs, 1, async (d, i) => {
+      // The parent trees of the next few sub-directories load while this one is walked.
+      if (old) for (let j = i + 1; j < Math.min(subdirs.length, i + 1 + PARENT_PREFETCH); j++) this.prefetchParent(oldSubtree(subdirs[j]));
       const key = d.name.toString('latin1');
       const node = byName.get(key)!;
       const oldNode = old?.get(key);
