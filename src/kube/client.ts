@@ -25,6 +25,7 @@ const PLURALS: Record<string, string> = {
   Pod: 'pods',
   Deployment: 'deployments',
   PersistentVolumeClaim: 'persistentvolumeclaims',
+  Event: 'events',
 };
 
 export function resourceOf(kind: string | undefined): string {
@@ -86,9 +87,9 @@ export class KubeClient {
     }
   }
 
-  async list<T extends KObject = KObject>(apiVersion: string, kind: string, labelSelector?: string): Promise<T[]> {
+  async list<T extends KObject = KObject>(apiVersion: string, kind: string, labelSelector?: string, fieldSelector?: string): Promise<T[]> {
     try {
-      const l = await this.objects.list(apiVersion, kind, this.namespace, undefined, undefined, undefined, undefined, labelSelector);
+      const l = await this.objects.list(apiVersion, kind, this.namespace, undefined, undefined, undefined, fieldSelector, labelSelector);
       return l.items as unknown as T[];
     } catch (err) {
       this.fail(err, 'list', kind);

@@ -1,6 +1,7 @@
 // Errors of cluster mode, each one line naming the object: what the API server answered (Forbidden with verb and
 // resource, NotFound, Conflict), what a pod's status says (image pull failure, OOM kill with the limit, eviction,
-// unschedulable claim), and the API server being unreachable.
+// unschedulable claim), what a pod's Events say (a claim attached to another node), and the API server being
+// unreachable.
 import { DmctlError, EXIT_CODES } from '../core/errors.js';
 
 export class KubeError extends DmctlError {
@@ -84,7 +85,8 @@ export function podProblem(pod: { metadata?: { name?: string }; spec?: { contain
     if (c.type === 'PodScheduled' && c.status === 'False' && c.reason === 'Unschedulable') {
       const claim = /persistentvolumeclaim "([^"]+)" not found/.exec(c.message ?? '');
       if (claim) return new KubeError('claim-not-found', `persistentvolumeclaim "${claim[1]}" not found (pod ${name} cannot be scheduled)`, 'check --pvc and --namespace');
-      if (/in use|multi-attach|already (attached|used)/i.test(c.message ?? '')) return new KubeError('claim-in-use', `pod ${name} cannot be scheduled: ${c.message}`, 'the claim is ReadWriteOnce and mounted by another pod on another node; run where it is mounted or stop that pod');
+      if (/ReadWriteOncePod/.test(c.message ?? '')) return rwopInUse(name, undefined, undefined);
+      if (/in[ -]use|multi-attach|already (attached|used)/i.test(c.message ?? '')) return new KubeError('claim-in-use', `pod ${name} cannot be scheduled: ${(c.message ?? '').split('. preemption:')[0]}`, 'the claim is mounted by another pod; stop that pod and run again');
     }
   }
   for (const cs of [...(st.initContainerStatuses ?? []), ...(st.containerStatuses ?? [])]) {
@@ -102,6 +104,56 @@ export function podProblem(pod: { metadata?: { name?: string }; spec?: { contain
     }
   }
   return undefined;
+}
+
+/** A claim the pod mounts, with the PersistentVolume bound to it (spec.volumeName) and its access modes. */
+export interface ClaimInfo {
+  name: string;
+  volumeName?: string;
+  accessModes?: string[];
+}
+
+/**
+ * A claim with the ReadWriteOncePod access mode that another pod holds (the scheduler's condition names neither the
+ * claim nor the pod; the caller looks them up when it can).
+ */
+export function rwopInUse(pod: string, claim: string | undefined, holders: string[] | undefined): KubeError {
+  const who = holders?.length ? `pod${holders.length > 1 ? 's' : ''} ${holders.join(', ')}` : 'another pod';
+  return new KubeError(
+    'claim-in-use',
+    `${claim ? `persistentvolumeclaim "${claim}"` : 'a persistentvolumeclaim'} is in use by ${who} (ReadWriteOncePod: pod ${pod} cannot be scheduled)`,
+    `the claim allows one pod at a time: stop ${holders?.length ? holders.join(', ') : 'that pod'} (or scale its workload down) and run again`,
+  );
+}
+
+/**
+ * Reads the attach/detach controller's FailedAttachVolume Event of a pod: `Multi-Attach error for volume "PV" Volume
+ * is already used by pod(s) a, b [and N pod(s) in different namespaces]` or `… Volume is already exclusively attached
+ * to one node and can't be attached to another`. The volume is the PersistentVolume; `claims` map it back to the
+ * claim. Undefined for any other event.
+ */
+export function attachConflict(pod: string, ev: { reason?: string; message?: string }, claims: ClaimInfo[]): KubeError | undefined {
+  if (ev.reason !== 'FailedAttachVolume') return undefined;
+  const m = /Multi-Attach error for volume "([^"]*)"\s*(.*)$/s.exec(ev.message ?? '');
+  if (!m) return undefined;
+  const volume = m[1]!;
+  const rest = m[2]!.trim();
+  const claim = claims.find((c) => c.volumeName === volume || c.name === volume) ?? (claims.length === 1 ? claims[0] : undefined);
+  const subject = claim ? `persistentvolumeclaim "${claim.name}"` : `volume "${volume}"${claims.length ? ` (one of the claims ${claims.map((c) => c.name).join(', ')})` : ''}`;
+  const used = /already used by (.+)$/s.exec(rest)?.[1]?.trim().replace(/\s+/g, ' ');
+  let who: string | undefined;
+  if (used) {
+    // "pod(s) a, b and 2 pod(s) in different namespaces" | "3 pod(s) in different namespaces"
+    const local = /^pod\(s\) (.+?)(?: and (\d+) pod\(s\) in different namespaces)?$/.exec(used);
+    if (local) {
+      const names = local[1]!.split(',').map((x) => x.trim()).filter(Boolean);
+      who = `pod${names.length > 1 ? 's' : ''} ${names.join(', ')}${local[2] ? ` and ${local[2]} pod(s) in other namespaces` : ''}`;
+    } else who = used.replace(/in different namespaces/, 'in other namespaces');
+  }
+  const message = who
+    ? `${subject} is in use by ${who} on another node (pod ${pod} cannot attach volume ${volume}: Multi-Attach error)`
+    : `${subject} is attached to another node (pod ${pod} cannot attach volume ${volume}: Multi-Attach error)`;
+  return new KubeError('claim-in-use', message, `the claim is ReadWriteOnce and mounted on another node: stop ${who ?? 'the pod using it'} (or scale its workload down) and run again`);
 }
 
 export interface PodStatusLike {

@@ -476,6 +476,9 @@ export function rbacRole(name: string, namespace: string): k8s.V1Role & Obj {
       { apiGroups: [''], resources: ['pods/log'], verbs: ['get'] },
       { apiGroups: [''], resources: ['services/proxy'], verbs: ['get'] },
       { apiGroups: [''], resources: ['persistentvolumeclaims'], verbs: ['get'] },
+      // A Pending pod's Warning Events say when its claim is attached to another node (optional: without it dmctl
+      // waits until --timeout).
+      { apiGroups: [''], resources: ['events'], verbs: ['list'] },
     ],
   };
 }

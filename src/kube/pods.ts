@@ -5,7 +5,8 @@ import { PassThrough } from 'node:stream';
 import type { ProgressFn } from '../core/progress.js';
 import { InterruptedError } from '../core/errors.js';
 import type { KObject, KubeClient } from './client.js';
-import { KubeError, podProblem, type PodStatusLike } from './errors.js';
+import { DmctlError } from '../core/errors.js';
+import { attachConflict, KubeError, podProblem, rwopInUse, type ClaimInfo, type PodStatusLike } from './errors.js';
 import type { PodObj } from './manifests.js';
 
 /** The datamover prints its result as the last stdout line, prefixed with this marker. */
@@ -43,12 +44,36 @@ export interface PodOutcome {
   kept: boolean;
 }
 
+/** How often the Warning Events of a Pending pod are read (one list call each time). */
+const EVENT_POLL_MS = 2500;
+
+/** Pods other than `self` that mount `claim` and have not ended (who holds a ReadWriteOncePod claim). */
+async function claimHolders(client: KubeClient, claim: string, self: string): Promise<string[] | undefined> {
+  try {
+    const pods = await client.list('v1', 'Pod');
+    return pods
+      .filter((p) => p.metadata.name !== self && !['Succeeded', 'Failed'].includes(String((p.status as { phase?: string } | undefined)?.phase)))
+      .filter((p) => ((p.spec as { volumes?: { persistentVolumeClaim?: { claimName?: string } }[] } | undefined)?.volumes ?? []).some((v) => v.persistentVolumeClaim?.claimName === claim))
+      .map((p) => p.metadata.name);
+  } catch {
+    return undefined; // e.g. no `list pods` permission: the error just names no pod
+  }
+}
+
 export async function runPod(client: KubeClient, pod: PodObj, o: RunPodOptions = {}): Promise<PodOutcome> {
+  const claimInfo: ClaimInfo[] = [];
   for (const claim of o.claims ?? []) {
     const c = await client.get('v1', 'PersistentVolumeClaim', claim);
     if (!c) throw new KubeError('claim-not-found', `persistentvolumeclaim "${claim}" not found in namespace ${client.namespace}`, 'check --pvc and --namespace');
     const phase = (c.status as { phase?: string } | undefined)?.phase;
     if (phase === 'Lost') throw new KubeError('claim-lost', `persistentvolumeclaim "${claim}" has lost its volume`);
+    const spec = (c.spec ?? {}) as { volumeName?: string; accessModes?: string[] };
+    claimInfo.push({ name: claim, volumeName: spec.volumeName, accessModes: spec.accessModes });
+  }
+  // Claims the pod mounts that dmctl was not asked to check (e.g. a server's repository claim) still map volumes back.
+  for (const v of pod.spec?.volumes ?? []) {
+    const cn = v.persistentVolumeClaim?.claimName;
+    if (cn && !claimInfo.some((c) => c.name === cn)) claimInfo.push({ name: cn });
   }
   const containers = pod.spec?.containers ?? [];
   const container = o.container ?? containers[containers.length - 1]!.name;
@@ -56,6 +81,7 @@ export async function runPod(client: KubeClient, pod: PodObj, o: RunPodOptions =
   let deleted = false;
   let podCreated = false;
   const companions: KObject[] = [];
+  let uid: string | undefined;
   const cleanup = async () => {
     if (deleted) return;
     deleted = true;
@@ -71,7 +97,7 @@ export async function runPod(client: KubeClient, pod: PodObj, o: RunPodOptions =
     o.progress?.({ phase: 'pod', item: `creating pod ${name}` });
     const created = await client.create(pod as unknown as KObject);
     podCreated = true;
-    const uid = created.metadata.uid;
+    uid = created.metadata.uid;
     if (uid) {
       for (const c of companions) {
         await client.patch(c.apiVersion!, c.kind!, c.metadata.name, { metadata: { ownerReferences: [{ apiVersion: 'v1', kind: 'Pod', name, uid }] } });
@@ -85,6 +111,7 @@ export async function runPod(client: KubeClient, pod: PodObj, o: RunPodOptions =
   let result: unknown;
   let stopWatch: (() => void) | undefined;
   let poll: NodeJS.Timeout | undefined;
+  let eventPoll: NodeJS.Timeout | undefined;
   let startTimer: NodeJS.Timeout | undefined;
   const logAbort = new AbortController();
   try {
@@ -143,10 +170,20 @@ export async function runPod(client: KubeClient, pod: PodObj, o: RunPodOptions =
         if (tail.length > 20) tail.shift();
         o.onLine?.(l, container);
       };
+      let explaining = false;
+      let pending = true;
       const onPod = (p: KObject) => {
-        if (finished) return;
+        if (finished || explaining) return;
         const st = (p.status ?? {}) as PodStatusLike;
+        pending = !st.phase || st.phase === 'Pending';
         const problem = podProblem(p as Parameters<typeof podProblem>[0]);
+        if (problem?.code === 'kube-claim-in-use' && /ReadWriteOncePod/.test(problem.message)) {
+          // The scheduler names neither the claim nor the pod holding it: look them up (best effort), then fail.
+          explaining = true;
+          const rwop = claimInfo.find((c) => c.accessModes?.includes('ReadWriteOncePod'));
+          void (rwop ? claimHolders(client, rwop.name, name) : Promise.resolve(undefined)).then((holders) => fail(rwopInUse(name, rwop?.name, holders)));
+          return;
+        }
         if (problem) return fail(problem);
         const cs = st.containerStatuses?.find((c) => c.name === container);
         if (cs?.state?.running || cs?.state?.terminated) {
@@ -169,6 +206,29 @@ export async function runPod(client: KubeClient, pod: PodObj, o: RunPodOptions =
           onPod(p);
         }, () => undefined)
         .then((stop) => (stopWatch = stop), fail);
+      // A pod that stays Pending may be waiting for a volume the attach/detach controller cannot attach (a
+      // ReadWriteOnce claim attached to another node): that is only in the pod's Events. Without permission to list
+      // Events (403) dmctl just keeps waiting until --timeout.
+      let eventsForbidden = false;
+      const checkEvents = async () => {
+        if (finished || explaining || !pending || eventsForbidden) return;
+        try {
+          const sel = `involvedObject.kind=Pod,involvedObject.name=${name}${uid ? `,involvedObject.uid=${uid}` : ''},type=Warning`;
+          const events = await client.list('v1', 'Event', undefined, sel);
+          for (const ev of events as (KObject & { reason?: string; message?: string })[]) {
+            const err = attachConflict(name, ev, claimInfo);
+            if (err) return fail(err);
+          }
+        } catch (err) {
+          if (err instanceof DmctlError && err.code === 'kube-forbidden') {
+            eventsForbidden = true;
+            if (eventPoll) clearInterval(eventPoll);
+            o.progress?.({ phase: 'pod', item: `cannot list events (RBAC): waiting for pod ${name} without reading its events` });
+          }
+          // Anything else (a dropped connection): try again at the next tick.
+        }
+      };
+      eventPoll = setInterval(() => void checkEvents(), EVENT_POLL_MS);
       // Safety net when a watch drops silently.
       poll = setInterval(() => {
         void client.get('v1', 'Pod', name).then((p) => {
@@ -181,6 +241,7 @@ export async function runPod(client: KubeClient, pod: PodObj, o: RunPodOptions =
   } finally {
     if (startTimer) clearTimeout(startTimer);
     if (poll) clearInterval(poll);
+    if (eventPoll) clearInterval(eventPoll);
     stopWatch?.();
     logAbort.abort();
     if (!o.keepPod) await cleanup();

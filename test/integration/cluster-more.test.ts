@@ -1,7 +1,8 @@
 // Cluster mode, continued (see cluster.test.ts for the server round trip), against the Kubernetes API stand-in and the
 // pod runner: pods that go straight to a repository through a short-lived Secret, stream restores into a command,
 // server users set/remove through the credentials Secret, Ctrl-C while a pod runs, and the error lines of states only a
-// node produces (OOM kill, eviction, a server that never becomes ready), caused through the pod runner's test hooks.
+// node or a controller produces (OOM kill, eviction, a claim attached to another node, a ReadWriteOncePod claim in use,
+// a server that never becomes ready), caused through the pod runner's test hooks.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -283,6 +284,70 @@ describe('cluster mode, continued', { timeout: 900_000 }, () => {
     assert.deepEqual(leftovers(), []);
   });
 
+  it('a claim attached to another node (Multi-Attach) is one line naming the claim and the pod using it; nothing is left', async () => {
+    // As a real cluster reports it: the pod is scheduled but stays Pending (ContainerCreating), and only a Warning
+    // Event from the attach/detach controller says why. The Event names the PersistentVolume, not the claim.
+    api.create('persistentvolumeclaims', NS, { metadata: { name: 'held-claim' }, spec: { accessModes: ['ReadWriteOnce'], volumeName: 'pvc-3c9a71e2' }, status: { phase: 'Bound' } });
+    runner.attachConflict(NS, 'held-claim', ['web-0']);
+    const mark = api.requests.length;
+    const podsBefore = new Set(created.map((o) => o.metadata.name));
+    try {
+      const t0 = Date.now();
+      const r = await dm(['backup', '--kube', '--pvc', 'held-claim', ...repoArgs(), '--timeout', '90s']);
+      const took = Date.now() - t0;
+      assert.equal(r.code, 1, explain(r));
+      const pod = created.find((o) => o.kind === 'Pod' && !podsBefore.has(o.metadata.name))?.metadata.name;
+      assert.match(pod ?? '', /^dmctl-backup-held-claim-[a-z0-9]+$/);
+      const line = `persistentvolumeclaim "held-claim" is in use by pod web-0 on another node (pod ${pod} cannot attach volume pvc-3c9a71e2: Multi-Attach error)`;
+      assert.equal(r.stderr.split('\n').filter((l) => l.includes(line)).length, 1, explain(r));
+      assert.match(r.stderr, /stop pod web-0/);
+      // Long before --timeout: dmctl read the pod's Events (by field selector) instead of waiting.
+      assert.ok(took < 45_000, `took ${took} ms`);
+      assert.ok(api.requests.slice(mark).some((q) => q.startsWith(`GET /api/v1/namespaces/${NS}/events?`) && decodeURIComponent(q).includes(`involvedObject.name=${pod}`)), api.requests.slice(mark).join('\n'));
+      // The stand-in's controller reported it the way a cluster does (the Event outlives the pod, as real ones do).
+      const ev = api.list('events', NS).find((e) => (e.involvedObject as { name?: string }).name === pod);
+      assert.equal(ev?.type, 'Warning');
+      assert.equal(ev?.reason, 'FailedAttachVolume');
+      assert.equal((ev?.source as { component?: string }).component, 'attachdetach-controller');
+      assert.equal(api.get('pods', NS, pod!), undefined);
+      assert.equal(api.get('secrets', NS, `${pod}-repo`), undefined);
+      assert.deepEqual(leftovers(), []);
+    } finally {
+      runner.clearAttachConflict(NS, 'held-claim');
+    }
+  });
+
+  it('without permission to list events, a pod waiting for an attached claim just times out with one line', async () => {
+    runner.attachConflict(NS, 'held-claim', ['web-0']);
+    api.forbid('list', 'events');
+    try {
+      const r = await dm(['backup', '--kube', '--pvc', 'held-claim', ...repoArgs(), '--timeout', '8s']);
+      assert.equal(r.code, 1, explain(r));
+      assert.match(r.stderr, /pod dmctl-backup-held-claim-[a-z0-9]+ did not start within 8s/);
+      assert.doesNotMatch(r.stderr, /forbidden|Multi-Attach/i);
+      assert.deepEqual(leftovers(), []);
+    } finally {
+      api.allowAll();
+      runner.clearAttachConflict(NS, 'held-claim');
+    }
+  });
+
+  it('a ReadWriteOncePod claim used by another pod is one line naming the claim and that pod; nothing is left', async () => {
+    api.create('persistentvolumeclaims', NS, { metadata: { name: 'solo-claim' }, spec: { accessModes: ['ReadWriteOncePod'], volumeName: 'pvc-77aa0b1c' }, status: { phase: 'Bound' } });
+    api.create('pods', NS, { metadata: { name: 'db-0' }, spec: { restartPolicy: 'Never', containers: [{ name: 'db', image: IMG, command: ['sleep', '120'] }], volumes: [{ name: 'data', persistentVolumeClaim: { claimName: 'solo-claim' } }] } });
+    try {
+      await runningPod('db-0', 'db');
+      const r = await dm(['backup', '--kube', '--pvc', 'solo-claim', ...repoArgs(), '--timeout', '90s']);
+      assert.equal(r.code, 1, explain(r));
+      assert.match(r.stderr, /persistentvolumeclaim "solo-claim" is in use by pod db-0 \(ReadWriteOncePod: pod dmctl-backup-solo-claim-[a-z0-9]+ cannot be scheduled\)/);
+      assert.deepEqual(leftovers(), []);
+      assert.deepEqual(runner.running(), [`${NS}/db-0`]);
+    } finally {
+      api.remove('pods', NS, 'db-0');
+    }
+    await waitFor('the pod processes to end', () => runner.running().length === 0 || undefined, 10_000);
+  });
+
   describe('server users and readiness', () => {
     let fingerprint = '';
     const alicePw = () => path.join(tmp, 'alice.pw');
@@ -363,7 +428,8 @@ describe('cluster mode, continued', { timeout: 900_000 }, () => {
       assert.equal(stop.code, 0, explain(stop));
       const stopDm = await dm(['server', 'stop', '--kube', '--name', 'dm']);
       assert.equal(stopDm.code, 0, explain(stopDm));
-      assert.deepEqual(api.all().filter((o) => o.resource !== 'persistentvolumeclaims'), []);
+      // Events are the cluster's record (they expire on their own), not objects dmctl made.
+      assert.deepEqual(api.all().filter((o) => o.resource !== 'persistentvolumeclaims' && o.resource !== 'events'), []);
       await waitFor('every pod process to end', () => runner.running().length === 0 || undefined, 15_000);
     });
   });

@@ -6,7 +6,13 @@
 //   create, 409 Conflict on a stale resourceVersion in PUT, 404 NotFound with a Status body naming the object;
 // - patches: application/merge-patch+json (RFC 7386) and application/strategic-merge-patch+json (merge patch where
 //   lists of objects with a `name` are merged by name, the way the schema does for containers, env, volumes, ports);
-// - labelSelector (`k=v`, `k!=v`, `k`, `!k`, `k in (a,b)`) on list and watch;
+// - labelSelector (`k=v`, `k!=v`, `k`, `!k`, `k in (a,b)`) on list and watch; fieldSelector (`f=v`, `f==v`, `f!=v`) on
+//   the fields each kind really supports (pods: metadata.*, spec.nodeName, status.phase, …; events: involvedObject.*,
+//   reason, source, type, …; everything: metadata.name and metadata.namespace), any other field 400 BadRequest
+//   `field label not supported: F`, as the API server answers;
+// - core/v1 events: created by the pod runner the way a component's event recorder does (recordEvent: name
+//   POD.HEX, involvedObject, source.component, count, first/lastTimestamp; a repeat bumps count and lastTimestamp),
+//   listed and watched with field selectors, validated (involvedObject required, its namespace the event's);
 // - watch (`?watch=1|true`): JSON lines of {type, object}, with ADDED for what exists unless resourceVersion is given;
 // - pod logs (`/pods/NAME/log?container=C&follow=true`), fed by the pod runner;
 // - the service proxy (`/services/[https:]NAME[:PORT]/proxy/...`) forwarded to a resolver the pod runner installs;
@@ -51,7 +57,7 @@ const RESOURCES: ResourceDef[] = [
   { group: '', version: 'v1', plural: 'services', kind: 'Service', verbs: ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'] },
   { group: '', version: 'v1', plural: 'pods', kind: 'Pod', verbs: ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'] },
   { group: '', version: 'v1', plural: 'persistentvolumeclaims', kind: 'PersistentVolumeClaim', verbs: ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'] },
-  { group: '', version: 'v1', plural: 'events', kind: 'Event', verbs: ['create', 'get', 'list', 'watch'] },
+  { group: '', version: 'v1', plural: 'events', kind: 'Event', verbs: ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'] },
   { group: 'apps', version: 'v1', plural: 'deployments', kind: 'Deployment', verbs: ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'] },
 ];
 
@@ -136,6 +142,7 @@ export class KubeApiStandIn {
   private store = new Map<string, KObj>();
   private rv = 1;
   private uidCounter = 0;
+  private eventSeq = 0;
   readonly events = new EventEmitter();
   private forbidden: { verb: string; resource: string }[] = [];
   private logs = new Map<string, LogBuffer>();
@@ -313,6 +320,39 @@ export class KubeApiStandIn {
     return o;
   }
 
+  // ---- events ------------------------------------------------------------------------------------
+
+  /**
+   * Records a core/v1 Event about an object, as a component's event recorder does: a new Event named NAME.HEX the
+   * first time, and for a repeat (same involved object, source, type, reason and message) the existing Event with
+   * count + 1 and a new lastTimestamp. Returns the Event as stored.
+   */
+  recordEvent(involved: KObj, e: { type: 'Normal' | 'Warning'; reason: string; message: string; component: string; host?: string }): KObj {
+    const ns = involved.metadata.namespace ?? 'default';
+    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    const same = this.list('events', ns).find((x) => {
+      const io = x.involvedObject as { uid?: string; name?: string };
+      return io.uid === involved.metadata.uid && io.name === involved.metadata.name && (x.source as { component?: string })?.component === e.component && x.type === e.type && x.reason === e.reason && x.message === e.message;
+    });
+    if (same) return this.update('events', ns, { ...same, count: Number(same.count ?? 1) + 1, lastTimestamp: now });
+    return this.create('events', ns, {
+      apiVersion: 'v1',
+      kind: 'Event',
+      metadata: { name: `${involved.metadata.name}.${Date.now().toString(16)}${(++this.eventSeq).toString(16).padStart(5, '0')}` },
+      involvedObject: { kind: involved.kind, namespace: ns, name: involved.metadata.name, uid: involved.metadata.uid, apiVersion: involved.apiVersion, resourceVersion: involved.metadata.resourceVersion },
+      reason: e.reason,
+      message: e.message,
+      source: { component: e.component, ...(e.host ? { host: e.host } : {}) },
+      firstTimestamp: now,
+      lastTimestamp: now,
+      count: 1,
+      type: e.type,
+      eventTime: null,
+      reportingComponent: e.component,
+      reportingInstance: e.host ?? '',
+    });
+  }
+
   // ---- pod logs ------------------------------------------------------------------------------------
 
   private logBuf(ns: string, pod: string, container: string): LogBuffer {
@@ -419,6 +459,8 @@ export class KubeApiStandIn {
       }
       if (sub !== undefined) throw new ApiError(404, 'NotFound', 'the server could not find the requested resource', resource, name ?? '');
       if (name === undefined) {
+        const fsel = u.searchParams.get('fieldSelector');
+        if (method === 'GET' && fsel) parseFieldSelector(resource, fsel);
         if (method === 'GET' && isWatch) return this.serveWatch(req, res, resource, ns, u.searchParams.get('labelSelector') ?? undefined, u.searchParams.get('resourceVersion') ?? undefined, u.searchParams.get('fieldSelector') ?? undefined);
         if (method === 'GET') {
           let items = this.list(resource, ns, u.searchParams.get('labelSelector') ?? undefined);
@@ -434,7 +476,7 @@ export class KubeApiStandIn {
           if (!nm && !body.metadata.generateName) throw new ApiError(422, 'Invalid', `${def.kind} "" is invalid: metadata.name: Required value: name or generateName is required`, resource, '');
           if (body.metadata.namespace && body.metadata.namespace !== ns) throw new ApiError(400, 'BadRequest', 'the namespace of the provided object does not match the namespace sent on the request', resource, nm);
           if (nm && this.store.has(this.key(resource, ns, nm))) throw new ApiError(409, 'AlreadyExists', `${resource} "${nm}" already exists`, resource, nm, group);
-          const err = validate(def, body);
+          const err = validate(def, { ...body, metadata: { ...body.metadata, namespace: ns } });
           if (err) throw new ApiError(422, 'Invalid', `${def.kind} "${nm}" is invalid: ${err}`, resource, nm);
           if (u.searchParams.get('dryRun') === 'All') return sendJson(201, body);
           return sendJson(201, this.create(resource, ns, body));
@@ -601,13 +643,45 @@ function methodVerb(method: string, named: boolean): string {
   }
 }
 
-function matchesField(o: KObj, selector: string): boolean {
+/** The field labels the API server accepts in fieldSelector, per resource (besides metadata.name/namespace). */
+const SELECTABLE_FIELDS: Record<string, string[]> = {
+  pods: ['spec.nodeName', 'spec.restartPolicy', 'spec.schedulerName', 'spec.serviceAccountName', 'spec.hostNetwork', 'status.phase', 'status.podIP', 'status.nominatedNodeName'],
+  events: ['involvedObject.kind', 'involvedObject.namespace', 'involvedObject.name', 'involvedObject.uid', 'involvedObject.apiVersion', 'involvedObject.resourceVersion', 'involvedObject.fieldPath', 'reason', 'reportingComponent', 'source', 'type'],
+  secrets: ['type'],
+};
+
+/** Parses a fieldSelector; throws 400 `field label not supported` for a field the resource does not index. */
+function parseFieldSelector(resource: string, selector: string): { field: string; op: string; value: string }[] {
+  const out: { field: string; op: string; value: string }[] = [];
   for (const t of selector.split(',')) {
+    if (!t.trim()) continue;
     const m = /^([^!=]+)(!=|==|=)(.*)$/.exec(t.trim());
-    if (!m) continue;
-    const val = m[1]!.split('.').reduce<unknown>((acc, k) => (isObj(acc) ? acc[k] : undefined), o);
-    const eq = String(val ?? '') === m[3];
-    if (m[2] === '!=' ? eq : !eq) return false;
+    if (!m) throw new ApiError(400, 'BadRequest', `unable to parse requirement: invalid field selector: '${t.trim()}'`, resource, '');
+    const field = m[1]!.trim();
+    if (field !== 'metadata.name' && field !== 'metadata.namespace' && !(SELECTABLE_FIELDS[resource] ?? []).includes(field)) {
+      throw new ApiError(400, 'BadRequest', `field label not supported: ${field}`, resource, '');
+    }
+    out.push({ field, op: m[2]!, value: m[3]! });
+  }
+  return out;
+}
+
+function fieldValue(o: KObj, field: string): string {
+  // Events: `source` is source.component (reportingController when that is empty), as the API server indexes it.
+  if (o.kind === 'Event' && (field === 'source' || field === 'reportingComponent')) {
+    const src = (o.source as { component?: string } | undefined)?.component;
+    const rc = o.reportingComponent as string | undefined;
+    return field === 'source' ? (src || rc || '') : (rc ?? '');
+  }
+  const val = field.split('.').reduce<unknown>((acc, k) => (isObj(acc) ? acc[k] : undefined), o);
+  return String(val ?? '');
+}
+
+function matchesField(o: KObj, selector: string): boolean {
+  const resource = RESOURCES.find((r) => r.kind === o.kind)?.plural ?? '';
+  for (const req of parseFieldSelector(resource, selector)) {
+    const eq = fieldValue(o, req.field) === req.value;
+    if (req.op === '!=' ? eq : !eq) return false;
   }
   return true;
 }
@@ -643,6 +717,11 @@ function validate(def: ResourceDef, o: KObj): string | undefined {
       if (!Object.keys(sel).length) return 'spec.selector: Required value';
       for (const [k, v] of Object.entries(sel)) if (d.template?.metadata?.labels?.[k] !== v) return 'spec.template.metadata.labels: Invalid value: `selector` does not match template `labels`';
     }
+  }
+  if (def.kind === 'Event') {
+    const io = o.involvedObject as { kind?: string; name?: string; namespace?: string } | undefined;
+    if (!isObj(io)) return 'involvedObject: Required value';
+    if (io.namespace !== o.metadata.namespace && o.metadata.namespace !== undefined) return `involvedObject.namespace: Invalid value: "${String(io.namespace ?? '')}": does not match event.namespace`;
   }
   if (def.kind === 'Service') {
     const ports = (o.spec as { ports?: unknown[] })?.ports;

@@ -15,6 +15,13 @@
 // - Test hooks for what only a node can cause, reported the way a kubelet reports them: oomKill() (the container is
 //   SIGKILLed; state.terminated reason OOMKilled, exitCode 137), evict() (every container killed; phase Failed, reason
 //   Evicted and a message), and failReadiness (the readiness probe fails, so the pod stays Running but not Ready).
+// - Claims in use elsewhere, reported the way a cluster reports them: attachConflict(ns, claim, pods) makes the claim's
+//   volume attached to another node (a ReadWriteOnce disk), so a pod mounting it is scheduled but stays Pending with its
+//   containers waiting in ContainerCreating, and the attach/detach controller records a Warning Event on the pod
+//   (FailedAttachVolume, `Multi-Attach error for volume "PV" Volume is already used by pod(s) …`, source
+//   attachdetach-controller; repeats bump its count) until the hook is cleared. A claim with the ReadWriteOncePod
+//   access mode used by another live pod keeps the pod Unschedulable (the scheduler's VolumeRestrictions message,
+//   and a FailedScheduling Event from default-scheduler) until that pod is gone.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, promises as fsp } from 'node:fs';
 import http from 'node:http';
@@ -106,6 +113,8 @@ export class PodRunner {
   readonly history: string[] = [];
   /** Test hook: while it answers true for a pod, that pod's readiness probe fails (the server never becomes Ready). */
   failReadiness: ((ns: string, pod: string) => boolean) | undefined;
+  /** Claims (ns/claim) whose volume is attached to another node, with the pods using it there. */
+  private attached = new Map<string, string[]>();
 
   constructor(readonly api: KubeApiStandIn, readonly opts: PodRunnerOptions) {}
 
@@ -151,6 +160,20 @@ export class PodRunner {
     await Promise.all(waits);
     p.phase = 'Failed';
     this.setPodStatus(p);
+  }
+
+  /**
+   * Test hook: the claim's volume is attached to another node, used there by `pods` (of this namespace; [] = no pod
+   * known, "exclusively attached to one node"). Pods mounting it stay Pending/ContainerCreating with FailedAttachVolume
+   * Events until clearAttachConflict().
+   */
+  attachConflict(ns: string, claim: string, pods: string[]): void {
+    this.history.push(`attach-conflict ${ns}/${claim} (used by ${pods.join(', ') || 'another node'})`);
+    this.attached.set(`${ns}/${claim}`, [...pods]);
+  }
+
+  clearAttachConflict(ns: string, claim: string): void {
+    this.attached.delete(`${ns}/${claim}`);
   }
 
   /** The local port serving a service's port (tests reach a server pod directly, as a client inside the cluster would). */
@@ -302,7 +325,32 @@ export class PodRunner {
         return;
       }
     }
+    // Scheduling: a ReadWriteOncePod claim may be used by one live pod only (the scheduler's VolumeRestrictions).
+    for (let reported = false; ; reported = true) {
+      if (p.deleted) return;
+      const holder = this.rwopHolder(p);
+      if (!holder) break;
+      const message = '0/1 nodes are available: 1 node has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.';
+      if (!reported) {
+        this.history.push(`unschedulable ${key}: claim ${holder.claim} (ReadWriteOncePod) used by ${holder.pod}`);
+        p.conditions = [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message }];
+        this.setPodStatus(p);
+      }
+      this.recordPodEvent(p, 'Warning', 'FailedScheduling', message, 'default-scheduler');
+      await sleep(1000);
+    }
     p.conditions = [{ type: 'PodScheduled', status: 'True' }];
+    this.setPodStatus(p);
+    // Attaching volumes (the attach/detach controller): a volume attached to another node cannot be attached here.
+    for (let reported = false; ; reported = true) {
+      if (p.deleted) return;
+      const conflict = this.attachConflictOf(p);
+      if (!conflict) break;
+      if (!reported) this.history.push(`attach ${key}: claim ${conflict.claim} is attached elsewhere`);
+      const used = conflict.pods.length ? `Volume is already used by pod(s) ${conflict.pods.join(', ')}` : "Volume is already exclusively attached to one node and can't be attached to another";
+      this.recordPodEvent(p, 'Warning', 'FailedAttachVolume', `Multi-Attach error for volume "${conflict.volume}" ${used}`, 'attachdetach-controller');
+      await sleep(2000);
+    }
     // Image pull.
     const bad = p.containers.filter((c) => !isDmctlImage(c.spec.image));
     if (bad.length) {
@@ -341,6 +389,43 @@ export class PodRunner {
     for (const c of p.containers) for (const port of c.spec.ports ?? []) p.ports.set(port.containerPort, await freePort());
     p.phase = 'Running';
     await Promise.all(p.containers.map((c) => this.runContainer(p, c)));
+  }
+
+  /** The claims the pod mounts. */
+  private claimsOf(p: RunningPod): string[] {
+    return (p.spec.volumes ?? []).map((v) => v.persistentVolumeClaim?.claimName).filter((c): c is string => !!c);
+  }
+
+  /** Another live pod of the namespace using one of p's ReadWriteOncePod claims. */
+  private rwopHolder(p: RunningPod): { claim: string; pod: string } | undefined {
+    for (const claim of this.claimsOf(p)) {
+      const c = this.api.get('persistentvolumeclaims', p.ns, claim);
+      if (!((c?.spec as { accessModes?: string[] } | undefined)?.accessModes ?? []).includes('ReadWriteOncePod')) continue;
+      for (const other of this.pods.values()) {
+        if (other === p || other.ns !== p.ns || other.deleted || other.phase === 'Succeeded' || other.phase === 'Failed') continue;
+        if (other.conditions.some((x) => x.type === 'PodScheduled' && x.status === 'False')) continue;
+        if (this.claimsOf(other).includes(claim)) return { claim, pod: other.name };
+      }
+    }
+    return undefined;
+  }
+
+  /** A claim of p whose volume is attached to another node (attachConflict), with its PersistentVolume's name. */
+  private attachConflictOf(p: RunningPod): { claim: string; volume: string; pods: string[] } | undefined {
+    for (const claim of this.claimsOf(p)) {
+      const pods = this.attached.get(`${p.ns}/${claim}`);
+      if (!pods) continue;
+      const c = this.api.get('persistentvolumeclaims', p.ns, claim);
+      // The controller names the PersistentVolume bound to the claim (spec.volumeName), not the claim.
+      const volume = (c?.spec as { volumeName?: string } | undefined)?.volumeName ?? `pvc-${c?.metadata.uid ?? claim}`;
+      return { claim, volume, pods };
+    }
+    return undefined;
+  }
+
+  private recordPodEvent(p: RunningPod, type: 'Normal' | 'Warning', reason: string, message: string, component: string): void {
+    const pod = this.api.get('pods', p.ns, p.name);
+    if (pod && !p.deleted) this.api.recordEvent(pod, { type, reason, message, component });
   }
 
   private async writeObjectVolume(p: RunningPod, v: NonNullable<PodSpec['volumes']>[number], obj: KObj): Promise<void> {
@@ -540,6 +625,10 @@ export class PodRunner {
     for (const c of p.containers) this.api.endLog(p.ns, p.name, c.spec.name);
     if (existsSync(p.dir)) await fsp.rm(p.dir, { recursive: true, force: true });
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 function escapeRe(s: string): string {

@@ -9,7 +9,7 @@ import crypto from 'node:crypto';
 import { ObjectSerializer } from '@kubernetes/client-node/dist/gen/models/ObjectSerializer.js';
 import { datamoverPod, dumpPod, maintenancePod, rbacRole, repoSecret, serverObjects, type PodObj, type RepoAccess } from '../../src/kube/manifests.js';
 import { collectStorageEnv, locationHasCredentials } from '../../src/kube/storage-env.js';
-import { kubeError, podProblem } from '../../src/kube/errors.js';
+import { attachConflict, kubeError, podProblem } from '../../src/kube/errors.js';
 import { kubeRequested } from '../../src/kube/cli.js';
 
 const TYPES: Record<string, string> = { Secret: 'V1Secret', ConfigMap: 'V1ConfigMap', Deployment: 'V1Deployment', Service: 'V1Service', Pod: 'V1Pod', Role: 'V1Role' };
@@ -162,6 +162,35 @@ describe('one-line errors from API answers and pod status', () => {
     assert.equal(kubeError({ code: 404, body: '{}' }, { verb: 'get', resource: 'deployments', name: 'dm', namespace: 'ns' }).message, 'deployments "dm" in namespace ns not found');
     const un = kubeError(Object.assign(new TypeError('fetch failed'), { cause: { code: 'ECONNREFUSED' } }), { verb: 'get', resource: 'pods' }, 'https://k:6443');
     assert.equal(un.message, 'cannot reach the Kubernetes API server at https://k:6443 (ECONNREFUSED)');
+  });
+
+  it('a FailedAttachVolume Multi-Attach Event names the claim (through its volume) and the pods holding it', () => {
+    const claims = [{ name: 'data', volumeName: 'pvc-1234' }, { name: 'repo', volumeName: 'pvc-9999' }];
+    const ev = (message: string, reason = 'FailedAttachVolume') => ({ reason, message });
+    assert.equal(
+      attachConflict('p1', ev('Multi-Attach error for volume "pvc-1234" Volume is already used by pod(s) web-0'), claims)?.message,
+      'persistentvolumeclaim "data" is in use by pod web-0 on another node (pod p1 cannot attach volume pvc-1234: Multi-Attach error)',
+    );
+    const two = attachConflict('p1', ev('Multi-Attach error for volume "pvc-9999" Volume is already used by pod(s) a-1, b-2 and 3 pod(s) in different namespaces'), claims)!;
+    assert.equal(two.code, 'kube-claim-in-use');
+    assert.match(two.message, /^persistentvolumeclaim "repo" is in use by pods a-1, b-2 and 3 pod\(s\) in other namespaces on another node/);
+    assert.match(attachConflict('p1', ev('Multi-Attach error for volume "pvc-1234" Volume is already used by 2 pod(s) in different namespaces'), claims)!.message, /^persistentvolumeclaim "data" is in use by 2 pod\(s\) in other namespaces on another node/);
+    assert.match(attachConflict('p1', ev('Multi-Attach error for volume "pvc-1234" Volume is already exclusively attached to one node and can\'t be attached to another'), claims)!.message, /^persistentvolumeclaim "data" is attached to another node \(pod p1 cannot attach volume pvc-1234/);
+    // An unknown volume with several claims is named as the volume; other attach failures are not a claim in use.
+    assert.match(attachConflict('p1', ev('Multi-Attach error for volume "pvc-7777" Volume is already used by pod(s) x'), claims)!.message, /^volume "pvc-7777" \(one of the claims data, repo\) is in use by pod x/);
+    assert.equal(attachConflict('p1', ev('AttachVolume.Attach failed for volume "pvc-1234" : rpc error: timed out'), claims), undefined);
+    assert.equal(attachConflict('p1', ev('Multi-Attach error for volume "pvc-1234" Volume is already used by pod(s) x', 'FailedMount'), claims), undefined);
+  });
+
+  it('a ReadWriteOncePod claim held by another pod is claim-in-use', () => {
+    const e = podProblem(pod({ phase: 'Pending', conditions: [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message: '0/1 nodes are available: 1 node has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.' }] }));
+    assert.equal(e?.code, 'kube-claim-in-use');
+    assert.match(e!.message, /ReadWriteOncePod: pod p1 cannot be scheduled/);
+  });
+
+  it('the Role lets dmctl list events (to read why a pod stays Pending), nothing more on them', () => {
+    const rules = rbacRole('dmctl', 'ns').rules!.filter((r) => r.resources?.includes('events'));
+    assert.deepEqual(rules.map((r) => ({ groups: r.apiGroups, verbs: r.verbs })), [{ groups: [''], verbs: ['list'] }]);
   });
 
   it('--kube is recognised only before `--`', () => {
