@@ -169,6 +169,9 @@ test('quiet: no progress even with --json, warnings still shown', () => {
 
 test('progress on a terminal: spinner text with sizes, files, rate; ≤10 redraws a second; done line persisted', async () => {
   const s = new Sink(true);
+  // Wide enough that the item is never shortened: how much fits in 100 columns depends on how far
+  // the counters got before the first frame, which depends on the machine's load.
+  s.columns = 160;
   const p = createProgress({ json: false, quiet: false, stream: asStream(s), env: { NO_COLOR: '1' }, intervalMs: 100 });
   assert.equal(p.mode, 'tty');
   const start = Date.now();
@@ -201,6 +204,19 @@ test('progress on a terminal: spinner text with sizes, files, rate; ≤10 redraw
   assert.match(text, /warning: file changed while reading\n/);
   assert.match(text, /✔ backup/);
   assert.doesNotMatch(s.data, /\u001b\[3\dm/, 'NO_COLOR: no colour codes');
+});
+
+test('progress on a narrow terminal: a long item keeps its end and the line fits', async () => {
+  const s = new Sink(true);
+  s.columns = 95;
+  const p = createProgress({ json: false, quiet: false, stream: asStream(s), env: { NO_COLOR: '1' }, intervalMs: 50 });
+  p.update({ phase: 'backup', bytesDone: 1024, bytesTotal: 64 * 1024 * 1024, filesDone: 3, item: '/very/long/directory/name/that/cannot/fit/in/the/line/file.bin' });
+  await new Promise((r) => setTimeout(r, 200));
+  p.stop();
+  const text = stripAnsi(s.data);
+  assert.match(text, /…[^ ]*\/file\.bin/, 'the end of the path is kept behind an ellipsis');
+  assert.doesNotMatch(text, /\/very\/long\/directory/, 'the start of the path is dropped');
+  for (const frame of s.data.split(/[\r\n]|\u001b\[[0-9;]*[A-Za-z]/)) assert.ok([...frame].length <= 95, `frame wider than the terminal: ${frame}`);
 });
 
 test('logger filters by level and prefixes levels', () => {
