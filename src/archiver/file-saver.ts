@@ -17,7 +17,7 @@ export interface SavedContent {
 export type BytesFn = (n: number) => void;
 
 /** Hashes of large chunks run on the thread pool; at most this many bytes of them at once. */
-const HASHING_BYTES = 16 * 1024 * 1024;
+const HASHING_BYTES = 4 * 1024 * 1024;
 
 /**
  * Consumes chunk buffers: hash, then hand new blobs to the writer's queue. Large chunks are hashed
