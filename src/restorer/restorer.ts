@@ -4,7 +4,7 @@
 //    decrypt/verify every blob and write it to every place that needs it. 3. Metadata: files as they
 //    complete, directories last (deepest first) so their times stick.
 // A blob that fails verification is never written: the file that needed it is removed and named.
-import { promises as fsp, constants as fsc, rmSync, writeFileSync } from 'node:fs';
+import { promises as fsp, constants as fsc } from 'node:fs';
 import path from 'node:path';
 import { minimatch } from 'minimatch';
 import { DmctlError, IntegrityError, TargetError, UsageError, describeSystemError } from '../core/errors.js';
@@ -302,12 +302,9 @@ export class Restorer {
     if (job.failed) return;
     job.started = true;
     try {
-      if (job.blobs.length === 1 && data.length < SYNC_CREATE_MAX) {
-        // A small file costs less to create with three blocking calls here (page cache, ~20 µs)
-        // than with three thread-pool round trips (each ~30 µs of main-thread bookkeeping).
-        createFileSync(job.path, data);
-      } else if (job.blobs.length === 1) {
-        // Larger single-blob files: the write is worth running on the thread pool.
+      if (job.blobs.length === 1) {
+        // Creating a file is kernel work worth running on the thread pool (in parallel with
+        // decryption on the main thread); one writeFile call does open/write/close.
         await createFile(job.path, data);
       } else {
         const fh = await this.openJob(job);
@@ -590,20 +587,6 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
   }
 }
 
-
-/** Single-blob files below this size are created with blocking calls. */
-const SYNC_CREATE_MAX = 128 * 1024;
-
-/** createFile with blocking calls, for small files. */
-function createFileSync(p: Buffer, data: Buffer): void {
-  try {
-    writeFileSync(p, data, { mode: 0o600, flag: 'wx' });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    rmSync(p, { force: true, recursive: true });
-    writeFileSync(p, data, { mode: 0o600, flag: 'wx' });
-  }
-}
 
 /**
  * Creates `p` holding `data` without following or reusing what is there: exclusive create, and only
