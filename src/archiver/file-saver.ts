@@ -102,20 +102,24 @@ async function chunkInto(sink: ContentSink, chunker: Chunker, source: AsyncItera
   if (pieceBytes) await sink.push(pieces.length === 1 ? pieces[0] : Buffer.concat(pieces, pieceBytes));
 }
 
-/** Yields fresh buffers read from a file handle until EOF. */
-async function* readHandle(fh: fsp.FileHandle): AsyncGenerator<Buffer> {
+/** Yields fresh buffers of `size` bytes filled by `read` (short counts allowed) until EOF. */
+async function* readBuffers(read: (buf: Buffer, off: number, len: number) => Promise<number>, size: number): AsyncGenerator<Buffer> {
   for (;;) {
-    const buf = Buffer.allocUnsafe(READ_SIZE);
+    const buf = Buffer.allocUnsafe(size);
     let got = 0;
-    while (got < READ_SIZE) {
-      const { bytesRead } = await fh.read(buf, got, READ_SIZE - got, null);
-      if (bytesRead === 0) break;
-      got += bytesRead;
+    while (got < size) {
+      const n = await read(buf, got, size - got);
+      if (n === 0) break;
+      got += n;
     }
-    if (got === 0) return;
-    yield got === READ_SIZE ? buf : buf.subarray(0, got);
-    if (got < READ_SIZE) return;
+    if (got > 0) yield got === size ? buf : buf.subarray(0, got);
+    if (got < size) return;
   }
+}
+
+/** Yields fresh buffers read from a file handle until EOF. */
+function readHandle(fh: fsp.FileHandle): AsyncGenerator<Buffer> {
+  return readBuffers(async (buf, off, len) => (await fh.read(buf, off, len, null)).bytesRead, READ_SIZE);
 }
 
 /** Saves the content of an open file. `sizeHint` from lstat lets small files go through one read. */
@@ -154,14 +158,11 @@ export async function saveFile(writer: BlobWriter, polynomial: bigint, fh: fsp.F
   return await sink.finish();
 }
 
-/** Buffer size for streams (larger buffers keep chunks as views but pin them in memory longer). */
-const STREAM_BUFFER = READ_SIZE;
-
 /** Saves a stream (stdin, a command's stdout). Memory: one read buffer + MAX_SIZE + chunks in flight. */
 export async function saveStream(writer: BlobWriter, polynomial: bigint, input: AsyncIterable<Uint8Array>, onBytes?: BytesFn): Promise<SavedContent> {
   const sink = new ContentSink(writer, onBytes);
   const chunker = new Chunker(polynomial);
-  await chunkInto(sink, chunker, coalesce(input, STREAM_BUFFER));
+  await chunkInto(sink, chunker, coalesce(input, READ_SIZE));
   return await sink.finish();
 }
 
@@ -170,18 +171,8 @@ export async function saveStream(writer: BlobWriter, polynomial: bigint, input: 
  * `size` bytes, filling each before yielding it: no 64 KiB stream pieces to copy and collect.
  * Not for pipes: Node may have made them non-blocking (reads would fail with EAGAIN).
  */
-export async function* readFdChunks(fd: number, size = STREAM_BUFFER): AsyncGenerator<Buffer> {
-  for (;;) {
-    const buf = Buffer.allocUnsafe(size);
-    let got = 0;
-    while (got < size) {
-      const n = await new Promise<number>((resolve, reject) => fsRead(fd, buf, got, size - got, null, (err, bytes) => (err ? reject(err) : resolve(bytes))));
-      if (n === 0) break;
-      got += n;
-    }
-    if (got > 0) yield got === size ? buf : buf.subarray(0, got);
-    if (got < size) return;
-  }
+export function readFdChunks(fd: number, size = READ_SIZE): AsyncGenerator<Buffer> {
+  return readBuffers((buf, off, len) => new Promise<number>((resolve, reject) => fsRead(fd, buf, off, len, null, (err, n) => (err ? reject(err) : resolve(n)))), size);
 }
 
 /** Groups small stream reads (pipes give 64 KiB) into larger buffers; large pieces pass through. */

@@ -265,7 +265,7 @@ async function dispatch(cmd: Command, op: KubeOp, flags: AnyFlags, args: AnyFlag
       if (!s) {
         if (flags.repo === undefined && flags['repo-pvc'] === undefined) throw new UsageError(`--kube ${op} needs --server NAME, or --repo LOCATION (a URL, or a path with --repo-pvc CLAIM)`, 'the maintenance pod runs next to that server\'s storage, or goes straight to the repository');
         const name = dnsName('dmctl', op, 'repo', randomSuffix());
-        const t = await repoTarget(flags, ns, name, op, false);
+        const t = await repoTarget(flags, ns, name, op, dry);
         const pod = maintenancePod({ name, namespace: ns, image, command: op, args: passthrough, access: t.access, memoryLimit });
         const out = await runAndReport(pod, op, t.access.claim ? [t.access.claim] : [], { companions: [t.secret] });
         return out ?? { ok: true };

@@ -79,33 +79,40 @@ function newIV(): Buffer {
 /** Encrypts `plaintext` into IV ‖ ciphertext ‖ MAC. */
 export function seal(key: MasterKey, plaintext: Uint8Array): Buffer {
   const iv = newIV();
-  const out = Buffer.allocUnsafe(IV_SIZE + plaintext.length + MAC_SIZE);
+  return assemble(key, iv, crypto.createCipheriv('aes-256-ctr', key.encrypt, iv).update(plaintext));
+}
+
+/** IV ‖ ciphertext ‖ MAC(ciphertext) in one new buffer. */
+function assemble(key: MasterKey, iv: Buffer, ct: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(IV_SIZE + ct.length + MAC_SIZE);
   iv.copy(out, 0);
-  const c = crypto.createCipheriv('aes-256-ctr', key.encrypt, iv);
-  const ct = c.update(plaintext);
-  ct.copy(out, IV_SIZE);
+  out.set(ct, IV_SIZE);
   const pk = Buffer.allocUnsafe(32);
   polyKey(key, iv, pk);
-  sodium.crypto_onetimeauth(out.subarray(IV_SIZE + plaintext.length), ct, pk);
+  sodium.crypto_onetimeauth(out.subarray(IV_SIZE + ct.length), out.subarray(IV_SIZE, IV_SIZE + ct.length), pk);
   return out;
 }
 
-/** Verifies the MAC and decrypts. `what` names the object in the error (e.g. "blob 1a2b… in pack 3c4d…"). */
-export function open(key: MasterKey, data: Uint8Array, what = 'object'): Buffer {
+/** Splits IV ‖ ciphertext ‖ MAC and checks the MAC; throws naming `what` when it does not match. */
+function authenticate(key: MasterKey, data: Uint8Array, what: string): { iv: Buffer; ct: Buffer } {
   if (data.length < OVERHEAD) throw new IntegrityError(`${what}: ciphertext too short (${data.length} bytes)`);
   const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.length);
   const iv = buf.subarray(0, IV_SIZE);
   const ct = buf.subarray(IV_SIZE, buf.length - MAC_SIZE);
-  const mac = buf.subarray(buf.length - MAC_SIZE);
   const pk = Buffer.allocUnsafe(32);
   polyKey(key, iv, pk);
-  if (!sodium.crypto_onetimeauth_verify(mac, ct, pk)) {
+  if (!sodium.crypto_onetimeauth_verify(buf.subarray(buf.length - MAC_SIZE), ct, pk)) {
     throw new IntegrityError(`${what}: ciphertext verification failed (MAC mismatch)`, {
       hint: 'the data is damaged or was written with another key; run `dmctl check --read-data`',
     });
   }
-  const d = crypto.createDecipheriv('aes-256-ctr', key.encrypt, iv);
-  return d.update(ct);
+  return { iv, ct };
+}
+
+/** Verifies the MAC and decrypts. `what` names the object in the error (e.g. "blob 1a2b… in pack 3c4d…"). */
+export function open(key: MasterKey, data: Uint8Array, what = 'object'): Buffer {
+  const { iv, ct } = authenticate(key, data, what);
+  return crypto.createDecipheriv('aes-256-ctr', key.encrypt, iv).update(ct);
 }
 
 /** MAC check only (no decryption), for `check --read-data` style verification. */
@@ -176,30 +183,14 @@ function aesKeyOf(key: MasterKey): Promise<crypto.webcrypto.CryptoKey> {
 export async function sealAsync(key: MasterKey, plaintext: Uint8Array): Promise<Buffer> {
   if (plaintext.length < OFFLOAD_MIN) return seal(key, plaintext);
   const iv = newIV();
-  const ct = Buffer.from(await subtle.encrypt({ name: 'AES-CTR', counter: iv, length: 128 }, await aesKeyOf(key), plaintext));
-  const out = Buffer.allocUnsafe(IV_SIZE + ct.length + MAC_SIZE);
-  iv.copy(out, 0);
-  ct.copy(out, IV_SIZE);
-  const pk = Buffer.allocUnsafe(32);
-  polyKey(key, iv, pk);
-  sodium.crypto_onetimeauth(out.subarray(IV_SIZE + ct.length), ct, pk);
-  return out;
+  const ct = await subtle.encrypt({ name: 'AES-CTR', counter: iv, length: 128 }, await aesKeyOf(key), plaintext);
+  return assemble(key, iv, new Uint8Array(ct));
 }
 
 /** `open` with the decryption of large objects on the thread pool (the MAC check stays here: it is cheap). */
 export async function openAsync(key: MasterKey, data: Uint8Array, what = 'object'): Promise<Buffer> {
   if (data.length < OFFLOAD_MIN) return open(key, data, what);
-  const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.length);
-  const iv = buf.subarray(0, IV_SIZE);
-  const ct = buf.subarray(IV_SIZE, buf.length - MAC_SIZE);
-  const pk = Buffer.allocUnsafe(32);
-  polyKey(key, iv, pk);
-  if (!sodium.crypto_onetimeauth_verify(buf.subarray(buf.length - MAC_SIZE), ct, pk)) {
-    throw new IntegrityError(`${what}: ciphertext verification failed (MAC mismatch)`, {
-      hint: 'the data is damaged or was written with another key; run `dmctl check --read-data`',
-    });
-  }
+  const { iv, ct } = authenticate(key, data, what);
   // restic's counter is the whole 128-bit IV.
-  const plain = await subtle.decrypt({ name: 'AES-CTR', counter: iv, length: 128 }, await aesKeyOf(key), ct);
-  return Buffer.from(plain);
+  return Buffer.from(await subtle.decrypt({ name: 'AES-CTR', counter: iv, length: 128 }, await aesKeyOf(key), ct));
 }

@@ -136,15 +136,8 @@ export class LocalBackend implements Backend, SpoolingBackend {
         length = st.size - offset;
         if (length < 0) throw new StorageError('other', `${what}: offset ${offset} is past the end (${st.size} bytes)`);
       }
-      const buf = Buffer.allocUnsafe(length);
-      let got = 0;
-      while (got < length) {
-        const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
-        if (bytesRead === 0) break;
-        got += bytesRead;
-      }
-      if (got < length) throw new StorageError('other', `${what}: file is truncated (wanted ${length} bytes at offset ${offset}, got ${got})`);
-      return buf;
+      const handle = fh;
+      return await readFull(async (buf, off, len, pos) => (await handle.read(buf, off, len, pos)).bytesRead, offset, length, what);
     } catch (err) {
       if (err instanceof StorageError) throw err;
       throw mapFsError(err, what);
@@ -162,15 +155,7 @@ export class LocalBackend implements Backend, SpoolingBackend {
   private async loadRange(name: string, offset: number, length: number, what: string): Promise<Buffer> {
     const h = await this.openPack(name, what);
     try {
-      const buf = Buffer.allocUnsafe(length);
-      let got = 0;
-      while (got < length) {
-        const n = await readAt(h.fd, buf, got, length - got, offset + got);
-        if (n === 0) break;
-        got += n;
-      }
-      if (got < length) throw new StorageError('other', `${what}: file is truncated (wanted ${length} bytes at offset ${offset}, got ${got})`);
-      return buf;
+      return await readFull((buf, off, len, pos) => readAt(h.fd, buf, off, len, pos), offset, length, what);
     } catch (err) {
       if (err instanceof StorageError) throw err;
       throw mapFsError(err, what);
@@ -188,7 +173,12 @@ export class LocalBackend implements Backend, SpoolingBackend {
       this.fds.delete(name);
       this.fds.set(name, h);
       h.refs++;
-      await h.ready;
+      try {
+        await h.ready;
+      } catch (err) {
+        h.refs--;
+        throw err;
+      }
       return h;
     }
     const p = this.pathOf('data', name);
@@ -328,6 +318,19 @@ interface OpenPack {
 
 function closeQuietly(h: OpenPack): void {
   h.ready.then(() => fs.close(h.fd, () => {}), () => {});
+}
+
+/** Reads `length` bytes at `offset` with `read` (which may return short counts); a short file is an error. */
+async function readFull(read: (buf: Buffer, off: number, len: number, pos: number) => Promise<number>, offset: number, length: number, what: string): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  let got = 0;
+  while (got < length) {
+    const n = await read(buf, got, length - got, offset + got);
+    if (n === 0) break;
+    got += n;
+  }
+  if (got < length) throw new StorageError('other', `${what}: file is truncated (wanted ${length} bytes at offset ${offset}, got ${got})`);
+  return buf;
 }
 
 function readAt(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {

@@ -10,6 +10,7 @@ import { StorageError, UsageError } from '../core/errors.js';
 import { Backend, FileInfo, FileType } from './backend.js';
 import { RequestContext, describeNetworkError, storageError, validName, Semaphore } from './retry.js';
 import type { RestLocation } from './url.js';
+import { httpsAgentOptions } from './tls.js';
 
 const V2 = 'application/vnd.x.restic.rest.v2';
 
@@ -72,8 +73,7 @@ export class RestBackend implements Backend {
     if (s.location.username !== undefined) this.auth = 'Basic ' + Buffer.from(`${s.location.username}:${s.location.password ?? ''}`).toString('base64');
     const maxSockets = Math.max(4, this.connections * 2);
     if (this.base.protocol === 'https:') {
-      const opts: https.AgentOptions = { keepAlive: true, maxSockets, rejectUnauthorized: !s.insecureTls };
-      if (s.ca) opts.ca = s.ca;
+      const opts = httpsAgentOptions({ ca: s.ca, insecureTls: s.insecureTls }, { maxSockets });
       this.agent = s.serverCertFingerprint ? pinnedAgent(opts, normalizeFingerprint(s.serverCertFingerprint)) : new https.Agent(opts);
     } else {
       this.agent = new http.Agent({ keepAlive: true, maxSockets });

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { KubeApiStandIn, type KObj, type WatchEvent } from '../support/kube-api.js';
 import { PodRunner } from '../support/pod-runner.js';
 import { DMCTL_BIN, run, type RunResult } from '../support/run.js';
+import { fileDigests as treeDigest } from '../support/fixtures.js';
 
 const NS = 'apps';
 const IMG = 'registry.example/dmctl:test';
@@ -44,20 +45,6 @@ async function snapshots(): Promise<{ id: string; tags?: string[]; paths: string
   const r = await run(process.execPath, [DMCTL_BIN, 'snapshots', '--repo', path.join(claims, 'repo-claim', 'repo'), '--password-file', pwFile, '--json'], { env: { HOME: tmp } });
   assert.equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout.toString()) as { id: string; paths: string[] }[];
-}
-
-async function treeDigest(dir: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  const walk = async (d: string, rel: string) => {
-    for (const e of await fsp.readdir(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      const r = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isDirectory()) await walk(p, r);
-      else if (e.isFile()) out[r] = crypto.createHash('sha256').update(await fsp.readFile(p)).digest('hex');
-    }
-  };
-  await walk(dir, '');
-  return out;
 }
 
 /** Short-lived objects of datamover pods still in the API (pods and their Secrets). */

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { KubeApiStandIn } from '../support/kube-api.js';
 import { PodRunner } from '../support/pod-runner.js';
 import { DMCTL_BIN, run, type RunResult } from '../support/run.js';
+import { fileDigests as treeDigest } from '../support/fixtures.js';
 
 const NS = 'backup';
 let api: KubeApiStandIn;
@@ -35,20 +36,6 @@ async function snapshotCount(): Promise<number> {
   const r = await run(process.execPath, [DMCTL_BIN, 'snapshots', '--repo', path.join(claims, 'repo-claim', 'repo'), '--password-file', pwFile, '--json'], { env: { HOME: tmp } });
   assert.equal(r.code, 0, r.stderr);
   return (JSON.parse(r.stdout.toString()) as unknown[]).length;
-}
-
-async function treeDigest(dir: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  const walk = async (d: string, rel: string) => {
-    for (const e of await fsp.readdir(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      const r = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isDirectory()) await walk(p, r);
-      else if (e.isFile()) out[r] = crypto.createHash('sha256').update(await fsp.readFile(p)).digest('hex');
-    }
-  };
-  await walk(dir, '');
-  return out;
 }
 
 function dmctlPods(): string[] {

@@ -507,3 +507,18 @@ export function diffManifests(expected: Manifest, actual: Manifest, opts: DiffOp
   if (JSON.stringify(gx) !== JSON.stringify(ga)) out.push(`hardlinks ${JSON.stringify(ga)}, want ${JSON.stringify(gx)}`);
   return out;
 }
+
+/** Relative path → SHA-256 of every regular file below `dir` (a quick byte-for-byte comparison of two trees). */
+export async function fileDigests(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const walk = async (d: string, rel: string) => {
+    for (const e of await fsp.readdir(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) await walk(p, r);
+      else if (e.isFile()) out[r] = createHash('sha256').update(await fsp.readFile(p)).digest('hex');
+    }
+  };
+  await walk(dir, '');
+  return out;
+}
