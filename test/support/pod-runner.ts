@@ -2,7 +2,8 @@
 // KubeApiStandIn runs here as local processes of the freshly built dmctl (`node bin/run.js ARGS`).
 // - Images: only `dmctl` images (…/dmctl, dmctl:TAG, …/dmctl@sha256:…) can run; anything else ends as a pull failure
 //   (ErrImagePull, then ImagePullBackOff), the way a kubelet reports an image that does not exist.
-// - Volumes: secret / configMap → files in a folder of the pod (items honoured, updated when the object changes);
+// - Volumes: secret / configMap → files in a folder of the pod (items honoured, updated when the object changes; a
+//   missing object keeps the pod in ContainerCreating and is retried until it exists, as the kubelet does);
 //   persistentVolumeClaim → CLAIMS_ROOT/CLAIM (the claim object must exist, else the pod stays Unschedulable);
 //   emptyDir → a folder of the pod. Container paths are mapped onto these folders by rewriting mount paths in the
 //   command, args and env values (there are no mount namespaces here).
@@ -376,13 +377,21 @@ export class PodRunner {
       await fsp.mkdir(dir, { recursive: true });
       p.volumes.set(v.name, dir);
       if (v.secret || v.configMap) {
-        const obj = v.secret ? this.api.get('secrets', ns, v.secret.secretName) : this.api.get('configmaps', ns, v.configMap!.name);
-        if (!obj) {
-          for (const c of p.containers) c.status = { waiting: { reason: 'ContainerCreating', message: `MountVolume.SetUp failed for volume "${v.name}": ${v.secret ? 'secret' : 'configmap'} "${v.secret?.secretName ?? v.configMap?.name}" not found` } };
-          this.setPodStatus(p);
-          return;
+        // Like the kubelet: a missing Secret or ConfigMap keeps the pod in ContainerCreating, and the mount is retried
+        // until it appears (a Secret owned by the pod can only be created after the pod).
+        for (let reported = false; ; reported = true) {
+          if (p.deleted) return;
+          const obj = v.secret ? this.api.get('secrets', ns, v.secret.secretName) : this.api.get('configmaps', ns, v.configMap!.name);
+          if (obj) {
+            await this.writeObjectVolume(p, v, obj);
+            break;
+          }
+          if (!reported) {
+            for (const c of p.containers) c.status = { waiting: { reason: 'ContainerCreating', message: `MountVolume.SetUp failed for volume "${v.name}": ${v.secret ? 'secret' : 'configmap'} "${v.secret?.secretName ?? v.configMap?.name}" not found` } };
+            this.setPodStatus(p);
+          }
+          await sleep(200);
         }
-        await this.writeObjectVolume(p, v, obj);
       }
     }
     if (p.deleted) return;
