@@ -24,6 +24,8 @@ const INDEX_FULL_BLOBS = 150_000;
 /** Blobs accepted by enqueue() but not yet in a pack: at most this many, and about this many bytes. */
 const MAX_QUEUED = 32;
 const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
+/** Sealed bytes of the open spooled pack that may wait for the disk before save() waits too. */
+const MAX_UNWRITTEN = 4 * 1024 * 1024;
 
 export interface InitOptions {
   version?: 1 | 2;
@@ -233,7 +235,14 @@ export class BlobWriter {
       // `creating` inside it left a settled promise there for good, and once that packer was full
       // save() spun forever on it (await of a settled promise never yields to I/O). Clear it after.
       const made = (async () => {
-        const p: Packer = this.spool ? await FilePackBuilder.create(type, this.spool.spoolDir()) : new PackBuilder(type);
+        let p: Packer;
+        if (this.spool) {
+          try {
+            p = await FilePackBuilder.create(type, this.spool.spoolDir());
+          } catch (err) {
+            throw this.spool.spoolError(err);
+          }
+        } else p = new PackBuilder(type);
         this.packers[type] = p;
         return p;
       })();
@@ -273,7 +282,7 @@ export class BlobWriter {
     if (p.size + p.headerSize() >= this.packSize) {
       this.packers[type] = undefined;
       await this.store(p);
-    }
+    } else if (p instanceof FilePackBuilder) await p.drain(MAX_UNWRITTEN);
     return true;
   }
 
@@ -287,9 +296,15 @@ export class BlobWriter {
       let id: string;
       let blobs;
       if (p instanceof FilePackBuilder) {
-        const done = await p.finish(this.repo.key);
-        ({ id, blobs } = done);
-        await this.spool!.adoptFile('data', id, done.path);
+        try {
+          const done = await p.finish(this.repo.key);
+          ({ id, blobs } = done);
+          await this.spool!.adoptFile('data', id, done.path);
+        } catch (err) {
+          // A full disk, most likely: the temp pack must not stay behind to hold the space.
+          await p.abort();
+          throw err;
+        }
       } else {
         const done = p.finish(this.repo.key);
         ({ id, blobs } = done);
@@ -305,7 +320,7 @@ export class BlobWriter {
       if (this.stats.packs % 4 === 0) collectGarbage();
       if (this.unindexedBlobs >= INDEX_FULL_BLOBS) this.queueIndexWrite();
     })().catch((err) => {
-      this.failure ??= err;
+      this.failure ??= this.spool ? this.spool.spoolError(err) : err;
     });
     const tracked = task.finally(() => this.inFlight.delete(tracked));
     this.inFlight.add(tracked);

@@ -77,6 +77,8 @@ export interface SpoolingBackend {
   spoolDir(): string;
   /** Makes `tmpPath` the stored file type/name (atomic, never overwriting) and removes tmpPath. */
   adoptFile(type: FileType, name: string, tmpPath: string): Promise<void>;
+  /** The error to report for a failed write of a spooled pack (a full disk is a storage error, not a crash). */
+  spoolError(err: unknown): Error;
 }
 
 /** The spooling capability of a backend (looking through wrappers that expose `inner`), if any. */

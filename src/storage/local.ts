@@ -3,7 +3,7 @@
 import fs, { promises as fsp, constants as fsc } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { StorageError, describeSystemError } from '../core/errors.js';
+import { DmctlError, StorageError, describeSystemError } from '../core/errors.js';
 import { Backend, FileInfo, FileType, FILE_TYPES, ID_RE, SpoolingBackend } from './backend.js';
 
 function mapFsError(err: unknown, what: string): StorageError {
@@ -95,6 +95,10 @@ export class LocalBackend implements Backend, SpoolingBackend {
   /** Temp files go into data/00 (same filesystem; restic skips names that are not IDs). */
   spoolDir(): string {
     return path.join(this.root, 'data', '00');
+  }
+
+  spoolError(err: unknown): Error {
+    return err instanceof DmctlError ? err : mapFsError(err, `${this.location}: writing a new pack`);
   }
 
   async adoptFile(type: FileType, name: string, tmpPath: string): Promise<void> {

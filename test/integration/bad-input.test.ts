@@ -9,7 +9,7 @@ import { mkdtempSync, promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { EXIT_CODES } from '../../src/core/errors.js';
-import { ToolEnv, toolEnv, dmctl, ok, run, RunResult, DMCTL_BIN } from '../support/run.js';
+import { ToolEnv, toolEnv, dmctl, ok, restic, run, RunResult, DMCTL_BIN } from '../support/run.js';
 import { oneErrorLine, seededBytes, hashTree } from '../support/proc.js';
 
 let work: string;
@@ -286,6 +286,42 @@ test('restore-stream into a pipe closed early (| head): exit 7, one line', async
   });
   const msg = failsWith(r, EXIT_CODES.TARGET, 'restore-stream | head');
   assert.match(msg, /pipe/);
+});
+
+test('a repository on a full disk: backup-stream and backup exit 4 saying so, no snapshot, restic check passes, and work again once there is space', async () => {
+  const disk = path.join(work, 'full-repo');
+  await mountTmpfs(disk, 'size=6m');
+  const ft = toolEnv(path.join(disk, 'repo'), 'full-disk-pw', t.home);
+  ok(await dmctl(ft, ['repo', 'init']));
+  const snaps = async () => (await fsp.readdir(path.join(ft.repo, 'snapshots'))).filter((n) => /^[0-9a-f]{64}$/.test(n));
+  const resticCheck = async (what: string) => {
+    const c = await restic(ft, ['check', '--read-data']);
+    assert.equal(c.code, 0, `${what}: restic check failed\n${c.stdout.toString()}${c.stderr}`);
+  };
+  // 12 MiB of incompressible data through a pipe: twice what the disk holds.
+  const sh = `head -c 12582912 /dev/urandom | exec "$0" "$1" backup-stream --name dump.bin`;
+  const env = { DM_REPOSITORY: ft.repo, DM_PASSWORD: ft.password, HOME: ft.home, NO_COLOR: '1' };
+  const r = await run('sh', ['-c', sh, process.execPath, DMCTL_BIN], { env });
+  const msg = failsWith(r, EXIT_CODES.STORAGE, 'backup-stream into a full repository disk');
+  assert.match(msg, /no space left on device/);
+  assert.doesNotMatch(r.stderr, /internal error/);
+  assert.deepEqual(await snaps(), [], 'no snapshot may claim data that was not stored');
+  // A tree (10 MiB file) as well, plain and --json.
+  const b = await dmctl(ft, ['backup', src]);
+  assert.match(failsWith(b, EXIT_CODES.STORAGE, 'backup into a full repository disk'), /no space left on device/);
+  failsWithJson(await dmctl(ft, ['backup', src, '--json']), EXIT_CODES.STORAGE, 'storage-no-space', 'backup --json into a full repository disk');
+  assert.deepEqual(await snaps(), []);
+  // No temp pack is left to fill the disk further, and restic finds the repository consistent.
+  const leftovers = (await fsp.readdir(path.join(ft.repo, 'data'), { recursive: true })).filter((n) => String(n).endsWith('-tmp-dmctl-pack'));
+  assert.deepEqual(leftovers, []);
+  await resticCheck('after the failed backups');
+  // Once there is space, the same backup succeeds and restores exactly.
+  ok(await run('mount', ['-o', 'remount,size=64m', disk]));
+  ok(await dmctl(ft, ['backup', src]));
+  const target = path.join(work, 'full-repo-restore');
+  ok(await dmctl(ft, ['restore', 'latest', '--target', target]));
+  assert.deepEqual(await hashTree(path.join(target, src)), treeFiles);
+  await resticCheck('after the successful backup');
 });
 
 test('the repository is intact after all of the above', async () => {
