@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { fstatSync } from 'node:fs';
 import { isatty } from 'node:tty';
-import { readFdChunks } from '../archiver/file-saver.js';
+import { readFdChunks, readStdinChunks } from '../archiver/file-saver.js';
 import { DmctlCommand, repoFlags } from '../base-command.js';
 import { openRepositoryFromSettings } from '../config/open-repo.js';
 import { backupStream } from '../archiver/stream.js';
@@ -58,11 +58,12 @@ Memory stays flat however large the stream.`;
   }
 }
 
-/** stdin redirected from a regular file is read directly in large buffers; pipes and sockets as a stream. */
+/** stdin is read directly in large buffers: a regular file, a pipe or a socket; anything else as a stream. */
 function stdinInput(): AsyncIterable<Uint8Array> {
   try {
     const st = fstatSync(0);
     if (st.isFile()) return readFdChunks(0);
+    if (st.isFIFO() || st.isSocket()) return readStdinChunks();
   } catch {
     // fall back to the stream
   }

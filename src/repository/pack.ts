@@ -156,6 +156,9 @@ export class FilePackBuilder {
   private hash = crypto.createHash('sha256');
   private writes: Promise<unknown>[] = [];
   private failure: unknown;
+  /** Bytes handed to writes that have not completed (the sealed buffers they keep alive). */
+  private unwritten = 0;
+  private writeDone: (() => void)[] = [];
   size = 0;
 
   private constructor(
@@ -204,8 +207,25 @@ export class FilePackBuilder {
     const pos = this.batchStart;
     this.batch = [];
     this.batchBytes = 0;
-    this.writes.push(writevAll(this.fh, bufs, pos).catch((err) => (this.failure ??= err)));
+    const bytes = this.size - pos;
+    this.unwritten += bytes;
+    this.writes.push(
+      writevAll(this.fh, bufs, pos)
+        .catch((err) => (this.failure ??= err))
+        .finally(() => {
+          this.unwritten -= bytes;
+          for (const w of this.writeDone.splice(0)) w();
+        }),
+    );
     if (this.writes.length > 16) this.writes = [Promise.all(this.writes)];
+  }
+
+  /**
+   * Resolves once at most `limit` bytes wait to be written: back-pressure for the caller, so that a
+   * slow disk (dirty-page throttling on a busy machine) does not let sealed blobs pile up in memory.
+   */
+  async drain(limit: number): Promise<void> {
+    while (this.unwritten > limit && !this.failure) await new Promise<void>((r) => this.writeDone.push(r));
   }
 
   async finish(key: MasterKey): Promise<{ id: string; path: string; blobs: PackedBlob[] }> {
