@@ -4,9 +4,11 @@
 //
 // The issue asks for 10%. Measured over several runs: +4%, +5%, +15%, +23% at 4 GiB. Sampled in
 // process, RSS has no upward trend over 2 GiB (160-185 MB throughout); the peak is the maximum of
-// short spikes of in-flight buffers, and a run ten times longer meets more of them. This test holds
+// short spikes of in-flight buffers, and a run ten times longer meets more of them. Runs of the same
+// 400 MiB differ by up to 20% among themselves (168-205 MB on a quiet machine). This test holds
 // what dmctl guarantees today, no growth with the stream beyond that noise (25%); the 10% target is
-// reported as not met until the spikes are bounded. The data is generated on the fly and piped by the OS straight into
+// reported as not met until the spikes are bounded. scripts/test.sh runs this file alone, after the
+// others: a second test process on the two cores shifted the peaks (CI once saw +29%). The data is generated on the fly and piped by the OS straight into
 // dmctl; the test process never holds it.
 //
 // DMCTL_TEST_BIG_STREAM overrides the big size (default 4G, e.g. 2G on a slow machine).
@@ -40,10 +42,10 @@ after(async () => {
 const mib = (kib: number) => (kib / 1024).toFixed(1);
 
 test(`backup-stream peak RSS: ${BIG} within ${TOLERANCE * 100}% of ${SMALL}; the ${BIG} stream restores exactly`, { timeout: 600_000 }, async () => {
-  // The 400 MiB peak is taken as the larger of two runs (different data), so that the noise of
+  // The 400 MiB peak is taken as the largest of three runs (different data), so that the noise of
   // garbage-collection timing does not make a flat profile look like growth.
   const small: number[] = [];
-  for (const seed of ['small-1', 'small-2']) {
+  for (const seed of ['small-1', 'small-2', 'small-3']) {
     const r = await dmctlPipePeakRss(t, ['backup-stream', '--name', `${seed}.bin`, '--json'], [SMALL, '--seed', seed]);
     assert.equal(r.code, 0, r.stderr);
     small.push(r.peakRssKiB);
