@@ -97,6 +97,16 @@ export const repoFlags = {
     helpValue: 'DURATION',
     helpGroup: REPO_GROUP,
   }),
+  'cache-dir': Flags.string({
+    summary: 'Where to cache index files and tree packs of remote repositories.',
+    description: 'Default: DM_CACHE_DIR, else $XDG_CACHE_HOME/dmctl or ~/.cache/dmctl. Local repositories are never cached.',
+    helpValue: 'DIR',
+    helpGroup: REPO_GROUP,
+  }),
+  'no-cache': Flags.boolean({
+    summary: 'Do not use a local cache (every tree and index file is read from the repository).',
+    helpGroup: REPO_GROUP,
+  }),
 };
 
 // oclif does not export these two from its public entry points.

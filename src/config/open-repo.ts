@@ -1,5 +1,6 @@
 // From resolved settings to an open Backend / Repository: the one place commands get them from.
-import { Backend } from '../storage/backend.js';
+import { Backend, spoolingOf } from '../storage/backend.js';
+import { RepoCache } from '../repository/cache.js';
 import type { RepoLocation } from '../storage/url.js';
 import { parseProfile, profileLocation, profileOptions } from '../kanister/profile.js';
 import { openBackend, BackendOptions } from '../storage/open.js';
@@ -41,11 +42,15 @@ export async function openBackendFromSettings(s: RepoSettings): Promise<Backend>
 export async function openRepositoryFromSettings(s: RepoSettings): Promise<Repository> {
   const be = await openBackendFromSettings(s);
   const password = await s.password();
+  let repo: Repository;
   try {
-    return await Repository.open(be, password);
+    repo = await Repository.open(be, password);
   } finally {
     password.fill(0);
   }
+  // Remote repositories get a local cache of index files and tree packs; a local one is its own.
+  if (s.cacheDir && !spoolingOf(be)) repo.cache = await RepoCache.open(s.cacheDir, repo.config.id);
+  return repo;
 }
 
 export async function initRepositoryFromSettings(s: RepoSettings, opts: InitOptions = {}): Promise<Repository> {

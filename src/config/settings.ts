@@ -2,12 +2,14 @@
 // documented order. Commands get a RepoSettings from DmctlCommand.settings(); the password is read
 // lazily (only commands that open the repository ask for it) and never appears in errors or logs.
 
+import { homedir } from 'node:os';
 import { isatty } from 'node:tty';
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { DmctlError, EXIT_CODES, InterruptedError, UsageError, describeSystemError } from '../core/errors.js';
 import type { LogLevel } from '../ui/log.js';
 import { type Connection, defaultConfigFile, loadConnection } from './connection.js';
+import { defaultCacheRoot } from '../repository/cache.js';
 
 export type RepositorySource = '--repo' | 'DM_REPOSITORY' | 'connection file' | 'RESTIC_REPOSITORY' | 'RESTIC_REPOSITORY_FILE';
 export type PasswordSource =
@@ -66,6 +68,8 @@ export const ENVIRONMENT: ReadonlyArray<{ name: string; description: string }> =
   { name: 'RESTIC_PASSWORD', description: 'the password, after RESTIC_PASSWORD_FILE' },
   { name: 'RESTIC_PASSWORD_COMMAND', description: 'command printing the password, after RESTIC_PASSWORD' },
   { name: 'XDG_CONFIG_HOME', description: 'base directory of the default connection file' },
+  { name: 'DM_CACHE_DIR', description: 'cache of index files and tree packs of remote repositories, when --cache-dir is not given' },
+  { name: 'XDG_CACHE_HOME', description: 'base directory of the default cache ($XDG_CACHE_HOME/dmctl, else ~/.cache/dmctl)' },
   { name: 'NO_COLOR', description: 'when set and not empty, no colours' },
   { name: 'FORCE_COLOR', description: 'colours even when not writing to a terminal (0 disables)' },
 ];
@@ -84,6 +88,8 @@ export interface RepoFlagValues {
   'profile-file'?: string;
   'server-cert-fingerprint'?: string;
   'retry-lock'?: string;
+  'cache-dir'?: string;
+  'no-cache'?: boolean;
 }
 
 export interface PasswordRequest {
@@ -117,6 +123,8 @@ export interface RepoSettings {
   profile: string | undefined;
   /** --retry-lock in milliseconds; 0 = fail at once when the repository is locked. */
   retryLockMs: number;
+  /** Root of the local cache for remote repositories; undefined with --no-cache (or no home). */
+  cacheDir: string | undefined;
 }
 
 export interface ResolveContext {
@@ -385,6 +393,7 @@ export async function resolveSettings(flags: RepoFlagValues, ctx: ResolveContext
     connections: flags.connections ?? copts.connections,
     profile,
     retryLockMs: nonEmpty(flags['retry-lock']) ? parseDuration(flags['retry-lock']!) : 0,
+    cacheDir: flags['no-cache'] ? undefined : (nonEmpty(flags['cache-dir']) ?? nonEmpty(env.DM_CACHE_DIR) ?? defaultCacheRoot(env, env.HOME || homedir())),
   };
 }
 

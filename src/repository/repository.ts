@@ -2,7 +2,7 @@
 // the pack writer. Everything above (archiver, restorer, maintenance, server) goes through this.
 import os from 'node:os';
 import { IntegrityError, NoRepositoryError, DmctlError } from '../core/errors.js';
-import { mapLimit } from '../core/limit.js';
+import { mapLimit, Semaphore } from '../core/limit.js';
 import { collectGarbage } from '../core/gc.js';
 import { ProgressFn, noProgress } from '../core/progress.js';
 import { Backend, FileType, hasConfig, listAll, spoolingOf, SpoolingBackend } from '../storage/backend.js';
@@ -13,6 +13,7 @@ import { RepoConfig, loadConfig, newConfig, saveConfig } from './config-file.js'
 import { IndexPack, MasterIndex, decodeIndex, encodeIndex, BlobLocation } from './index-file.js';
 import { addKey, findKey } from './key-file.js';
 import { BlobType, PackBuilder, FilePackBuilder, removeStaleSpool } from './pack.js';
+import { RepoCache } from './cache.js';
 import { decodeUnpacked, encodeUnpacked } from './unpacked.js';
 
 export type UnpackedType = 'index' | 'snapshots' | 'locks';
@@ -41,6 +42,11 @@ export interface OpenOptions {
 export class Repository {
   readonly index = new MasterIndex();
   private indexLoaded = false;
+  /** Local copies of index files and tree packs (remote repositories; see cache.ts). */
+  cache: RepoCache | undefined;
+  private readonly treePackFetches = new Map<string, Promise<boolean>>();
+  /** Whole tree packs being downloaded at once (each is held in memory until written). */
+  private readonly treePackSlots = new Semaphore(2);
 
   private constructor(
     readonly backend: Backend,
@@ -77,13 +83,29 @@ export class Repository {
   // ---- unpacked files (index, snapshots, locks)
 
   async loadUnpacked(type: UnpackedType, id: string): Promise<Buffer> {
+    const what = `${type === 'snapshots' ? 'snapshot' : type === 'locks' ? 'lock' : 'index'} ${id.slice(0, 10)}`;
+    if (type === 'index' && this.cache) {
+      const cached = await this.cache.get('index', id);
+      if (cached) {
+        try {
+          return await decodeUnpacked(this.key, cached, this.version, what, id);
+        } catch {
+          await this.cache.drop('index', id); // damaged copy: read the repository's
+        }
+      }
+      const data = await this.backend.load(type, id);
+      const plain = await decodeUnpacked(this.key, data, this.version, what, id);
+      await this.cache.put('index', id, data);
+      return plain;
+    }
     const data = await this.backend.load(type, id);
-    return decodeUnpacked(this.key, data, this.version, `${type === 'snapshots' ? 'snapshot' : type === 'locks' ? 'lock' : 'index'} ${id.slice(0, 10)}`, id);
+    return decodeUnpacked(this.key, data, this.version, what, id);
   }
 
   async saveUnpacked(type: UnpackedType, json: Buffer): Promise<string> {
     const { id, data } = await encodeUnpacked(this.key, json, this.version);
     await this.backend.save(type, id, data);
+    if (type === 'index' && this.cache) await this.cache.put('index', id, data);
     return id;
   }
 
@@ -103,6 +125,7 @@ export class Repository {
       progress({ phase: 'index', filesDone: ++done, filesTotal: ids.length });
     });
     this.indexLoaded = true;
+    if (this.cache) await this.cache.forgetAllBut(new Set(ids), this.index.packs);
   }
 
   async ensureIndex(progress?: ProgressFn): Promise<void> {
@@ -119,6 +142,16 @@ export class Repository {
   }
 
   async loadBlobAt(id: string, loc: BlobLocation): Promise<Buffer> {
+    if (loc.type === 'tree' && this.cache && (await this.cacheTreePack(loc.packId))) {
+      const raw = await this.cache.readRange(loc.packId, loc.offset, loc.length);
+      if (raw) {
+        try {
+          return await this.decodeBlob(id, loc, raw);
+        } catch {
+          await this.cache.drop('data', loc.packId); // damaged copy: read the repository's
+        }
+      }
+    }
     let raw: Buffer;
     try {
       raw = await this.backend.load('data', loc.packId, loc.offset, loc.length);
@@ -132,6 +165,41 @@ export class Repository {
       throw err;
     }
     return this.decodeBlob(id, loc, raw);
+  }
+
+  /**
+   * Makes sure a pack of tree blobs is in the cache: fetched whole (one request instead of one per
+   * directory) and kept only if its content matches its name. False when it is not cacheable
+   * (mixed pack) or the fetch failed; the caller then reads from the repository as usual.
+   */
+  private cacheTreePack(packId: string): Promise<boolean> {
+    let p = this.treePackFetches.get(packId);
+    if (!p) {
+      const cache = this.cache!;
+      p = (async () => {
+        const blobs = this.index.packs.get(packId);
+        if (!blobs || blobs.some((b) => b.type !== 'tree')) return false;
+        if (await cache.readRange(packId, 0, 1)) return true;
+        await this.treePackSlots.acquire();
+        try {
+          const data = await this.backend.load('data', packId);
+          if ((await sha256hexAsync(data)) !== packId) return false;
+          await cache.put('data', packId, data);
+          return true;
+        } catch {
+          return false;
+        } finally {
+          this.treePackSlots.release();
+        }
+      })();
+      this.treePackFetches.set(packId, p);
+    }
+    return p;
+  }
+
+  /** Keeps a pack of tree blobs just stored (its name is its hash: computed while writing it). */
+  async cachePack(packId: string, data: Buffer): Promise<void> {
+    if (this.cache) await this.cache.put('data', packId, data);
   }
 
   /** Decrypts (and decompresses) an encrypted blob read from a pack and checks its hash. */
@@ -309,6 +377,7 @@ export class BlobWriter {
         const done = p.finish(this.repo.key);
         ({ id, blobs } = done);
         await this.repo.backend.save('data', id, done.data);
+        if (p.type === 'tree') await this.repo.cachePack(id, done.data);
       }
       this.repo.index.addPack(id, blobs);
       if (!this.ignoreIndex) for (const b of blobs) this.pending[b.type].delete(b.id);

@@ -141,6 +141,8 @@ export function dmctl(t: ToolEnv, args: string[], opts: RunOptions = {}): Promis
       RESTIC_PASSWORD: undefined,
       RESTIC_PASSWORD_FILE: undefined,
       XDG_CONFIG_HOME: path.join(t.home, 'config'),
+      XDG_CACHE_HOME: undefined,
+      DM_CACHE_DIR: undefined,
       HOME: t.home,
       NO_COLOR: '1',
       ...opts.env,
