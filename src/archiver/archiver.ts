@@ -1,7 +1,7 @@
 // Backup of files and directories into a snapshot, the way restic 0.14 lays it out (reference §10):
 // the root tree mirrors the target paths as given (absolute targets from "/"), intermediate
 // directories carry their real metadata, each directory becomes a tree blob written bottom-up.
-import { promises as fsp, constants as fsc, BigIntStats, lstatSync } from 'node:fs';
+import { promises as fsp, constants as fsc, BigIntStats, lstatSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
 import { minimatch } from 'minimatch';
@@ -249,10 +249,24 @@ export class Archiver {
     const prefix = dirBytes.length === 1 && dirBytes[0] === 0x2f ? Buffer.alloc(0) : dirBytes;
     let names: Buffer[];
     try {
-      names = await fsp.readdir(dirBytes, { encoding: 'buffer' });
+      // Synchronous like the lstat calls below: the walk is strictly depth-first, so an async
+      // readdir left the main thread idle for a thread-pool round trip in every directory.
+      names = readdirSync(dirBytes, { encoding: 'buffer' });
     } catch (err) {
       this.warn(dirBytes.toString(), err);
       names = [];
+    }
+    // The parent trees of the first sub-directories load while this directory's entries are
+    // examined (the walk descends into them right after).
+    if (old) {
+      let n = 0;
+      for (const name of names) {
+        const o = old.get(name.toString('latin1'));
+        if (o?.type === 'dir' && o.subtree) {
+          this.prefetchParent(o.subtree);
+          if (++n >= PARENT_PREFETCH) break;
+        }
+      }
     }
     const nodes: Node[] = [];
     const subdirs: { name: Buffer; full: Buffer; st: BigIntStats }[] = [];
@@ -379,10 +393,10 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
       throw new UsageError(`cannot back up ${p}: ${describeSystemError(err)}`);
     }
   }
-  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs });
+  const progress = opts.progress ?? noProgress;
+  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress });
   try {
-    const progress = opts.progress ?? noProgress;
-    await repo.loadIndex(progress);
+    await repo.ensureIndex(progress);
     const time = opts.time ?? nowGoTime();
     const absPaths = opts.paths.map((p) => path.resolve(p));
     const host = opts.host ?? os.hostname();
