@@ -65,9 +65,9 @@ export async function backupStream(repo: Repository, opts: StreamBackupOptions):
   const started = Date.now();
   const fullPath = streamPath(opts.name);
   const progress = opts.progress ?? noProgress;
-  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs });
+  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress });
   try {
-    await repo.loadIndex(progress);
+    await repo.ensureIndex(progress);
     const time = opts.time ?? nowGoTime();
     const writer = repo.newWriter({ compression: opts.compression });
     let bytes = 0;

@@ -1,6 +1,7 @@
 import { Args, Flags } from '@oclif/core';
 import { DmctlCommand, noLockFlag, repoFlags } from '../base-command.js';
 import { RepoLock } from '../repository/lock.js';
+import { noProgress } from '../core/progress.js';
 import { openRepositoryFromSettings } from '../config/open-repo.js';
 import { findSnapshot } from '../repository/snapshots.js';
 import { Node, decodeTree } from '../repository/tree.js';
@@ -69,9 +70,9 @@ export default class Ls extends DmctlCommand {
     const settings = await this.settings();
     const repo = await openRepositoryFromSettings(settings);
     // A shared lock, as restic's ls takes: a prune cannot delete the trees being listed meanwhile.
-    const lock = flags['no-lock'] ? undefined : await RepoLock.acquire(repo, { exclusive: false, retryMs: settings.retryLockMs });
+    const lock = flags['no-lock'] ? undefined : await RepoLock.acquire(repo, { exclusive: false, retryMs: settings.retryLockMs, loadIndex: noProgress });
     try {
-      await repo.loadIndex();
+      await repo.ensureIndex();
       const snap = await findSnapshot(repo, args.snapshot, filterFrom(flags));
       const at = args.path ? `/${args.path.replace(/^\/+/, '')}`.replace(/\/+$/, '') || '/' : '/';
       const { nodes, single } = await treeAt(repo, snap.snapshot.tree, at);

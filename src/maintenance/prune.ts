@@ -511,9 +511,11 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   const progress = throttleProgress(opts.progress ?? noProgress);
   // Validate options before touching anything.
   parseMaxUnused(opts.maxUnused ?? '5%');
-  const lock = opts.locked ? undefined : await RepoLock.acquire(repo, { exclusive: true, retryMs: opts.retryLockMs });
+  const lock = opts.locked ? undefined : await RepoLock.acquire(repo, { exclusive: true, retryMs: opts.retryLockMs, loadIndex: progress });
   try {
-    await repo.loadIndex(progress);
+    // (without a lock of its own, the index is read now, under the caller's lock)
+    if (opts.locked) await repo.loadIndex(progress);
+    else await repo.ensureIndex(progress);
     // Exactly the index files loaded: the new index supersedes these (and the repack's own).
     const oldIndexFiles = [...repo.index.files];
     const snaps = await loadAllSnapshotTrees(repo, progress);

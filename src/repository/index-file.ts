@@ -96,6 +96,14 @@ export class MasterIndex {
     return this.maps[type].get(id);
   }
 
+  /** Forgets everything (the index is loaded again from scratch). */
+  clear(): void {
+    this.maps.data.clear();
+    this.maps.tree.clear();
+    this.packs.clear();
+    this.files.clear();
+  }
+
   addPack(packId: string, blobs: readonly PackedBlob[]): void {
     const known = this.packs.get(packId);
     if (known) return;

@@ -2,10 +2,17 @@
 // Acquire: check others, write ours, wait 200 ms, check again; refresh every 5 minutes by writing a
 // new lock file and deleting the old one; release by deleting. Stale locks (same host and the process
 // is gone, or no refresh for 30 minutes) are ignored when acquiring, and removed by `unlock`.
+//
+// The 200 ms wait is not wasted: the index can load during it (LockOptions.loadIndex). That is safe
+// because our lock file already exists, so no prune can start deleting; one that was already
+// running either still holds its lock at the second check (we back off and drop what we read) or
+// has finished and replaced index files, which loadIndex notices when it lists them again after
+// the check and then loads the index from scratch.
 import os from 'node:os';
 import { LockedError, isNotFound } from '../core/errors.js';
 import type { Repository } from './repository.js';
 import { currentUsername } from './key-file.js';
+import type { ProgressFn } from '../core/progress.js';
 import { localTimestamp } from './time.js';
 
 export interface LockInfo {
@@ -81,6 +88,8 @@ export interface LockOptions {
   retryMs?: number;
   /** Called when refreshing fails (e.g. storage gone); the operation should stop. */
   onLost?: (err: unknown) => void;
+  /** Load the repository index while waiting to check the lock again (progress goes here). */
+  loadIndex?: ProgressFn;
 }
 
 export class RepoLock {
@@ -109,13 +118,26 @@ export class RepoLock {
           gid: process.getgid?.() ?? 0,
         };
         const id = await repo.saveUnpacked('locks', encodeLock(info));
-        await new Promise((r) => setTimeout(r, RECHECK_WAIT_MS));
+        const reading = opts.loadIndex ? repo.loadIndex(opts.loadIndex).then(() => undefined, (err: unknown) => err ?? new Error('index load failed')) : undefined;
+        await Promise.all([new Promise((r) => setTimeout(r, RECHECK_WAIT_MS)), reading]);
         const again = conflict(await loadLocks(repo, id), opts.exclusive);
         if (!again) {
           const l = new RepoLock(repo, id, info, opts.onLost);
           l.schedule();
+          if (opts.loadIndex) {
+            try {
+              // Now under the lock: list again (index files replaced meanwhile make it start over),
+              // and if reading failed while unprotected (a file deleted under it), read it all again.
+              if (await reading) repo.forgetIndex();
+              await repo.loadIndex(opts.loadIndex);
+            } catch (err) {
+              await l.release();
+              throw err;
+            }
+          }
           return l;
         }
+        if (opts.loadIndex) repo.forgetIndex();
         await repo.backend.remove('locks', id).catch(() => {});
         if (Date.now() >= deadline) throw new LockedError(`repository is already locked ${describeLock(again)}`);
       } else if (Date.now() >= deadline) {

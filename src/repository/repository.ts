@@ -115,8 +115,19 @@ export class Repository {
 
   // ---- index
 
+  /**
+   * Loads the index files not loaded yet. If a file loaded before is gone (a prune replaced it), the
+   * index is loaded again from scratch: it may name packs that no longer exist.
+   */
   async loadIndex(progress: ProgressFn = noProgress): Promise<void> {
     const ids = await this.list('index');
+    const listed = new Set(ids);
+    for (const f of this.index.files) {
+      if (!listed.has(f)) {
+        this.index.clear();
+        break;
+      }
+    }
     let done = 0;
     await mapLimit(ids, Math.max(2, this.backend.connections), async (id) => {
       if (this.index.files.has(id)) return;
@@ -126,6 +137,12 @@ export class Repository {
     });
     this.indexLoaded = true;
     if (this.cache) await this.cache.forgetAllBut(new Set(ids), this.index.packs);
+  }
+
+  /** Drops the loaded index (it was read without the protection of a lock that turned out to conflict). */
+  forgetIndex(): void {
+    this.index.clear();
+    this.indexLoaded = false;
   }
 
   async ensureIndex(progress?: ProgressFn): Promise<void> {

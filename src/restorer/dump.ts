@@ -98,9 +98,9 @@ function outputError(err: unknown): DmctlError {
 export async function dumpFile(repo: Repository, opts: DumpOptions): Promise<DumpSummary> {
   const started = Date.now();
   const progress = opts.progress ?? noProgress;
-  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs });
+  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress });
   try {
-    await repo.loadIndex(progress);
+    await repo.ensureIndex(progress);
     const { id, subpath } = splitSnapshotSpec(opts.snapshot);
     const snap = await findSnapshot(repo, id, opts.filter);
     let node: Node;

@@ -576,9 +576,9 @@ async function mkdirAll(dir: string): Promise<void> {
 }
 
 export async function restore(repo: Repository, opts: RestoreOptions): Promise<RestoreSummary> {
-  const lock = opts.noLock ? undefined : await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs });
+  const lock = opts.noLock ? undefined : await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: opts.progress ?? noProgress });
   try {
-    await repo.loadIndex(opts.progress);
+    await repo.ensureIndex(opts.progress);
     const { id, subpath } = splitSnapshotSpec(opts.snapshot);
     const snap = await findSnapshot(repo, id, opts.filter);
     return await new Restorer(repo, opts).run(snap, subpath);

@@ -12,6 +12,7 @@ import { dmctl, ok, restic, toolEnv, json, type ToolEnv, type RunResult } from '
 import { LocalBackend } from '../../src/storage/local.js';
 import { Repository } from '../../src/repository/repository.js';
 import { RepoLock, encodeLock } from '../../src/repository/lock.js';
+import { decodeIndex, encodeIndex, type IndexFile } from '../../src/repository/index-file.js';
 
 const work = mkdtempSync(path.join(os.tmpdir(), 'dmctl-locks-'));
 const src = path.join(work, 'src');
@@ -143,3 +144,75 @@ test('unlock removes stale locks only; --remove-all removes every lock', async (
     await repo.backend.close();
   }
 });
+
+/** A local backend that runs `onLockSaved` right after a lock file is written (inside the 200 ms wait). */
+class HookedBackend extends LocalBackend {
+  onLockSaved?: () => Promise<void>;
+  override async save(type: Parameters<LocalBackend['save']>[0], name: string, data: Uint8Array): Promise<void> {
+    await super.save(type, name, data);
+    if (type === 'locks' && this.onLockSaved) {
+      const hook = this.onLockSaved;
+      this.onLockSaved = undefined;
+      setTimeout(() => void hook(), 60);
+    }
+  }
+}
+
+/** A repository of its own with two index files (two backups of different data). */
+async function twoIndexRepo(name: string): Promise<{ env: ToolEnv; indexFiles: string[] }> {
+  const env = toolEnv(path.join(work, name), 'lock-index-pw', t.home);
+  ok(await dmctl(env, ['repo', 'init']));
+  for (const part of ['a', 'b']) {
+    const dir = path.join(work, `${name}-${part}`);
+    await fsp.mkdir(dir, { recursive: true });
+    await fsp.writeFile(path.join(dir, 'data'), crypto.randomBytes(50_000));
+    ok(await dmctl(env, ['backup', '-q', dir]));
+  }
+  const indexFiles = (await fsp.readdir(path.join(env.repo, 'index'))).sort();
+  assert.equal(indexFiles.length, 2);
+  return { env, indexFiles };
+}
+
+test('the index read while waiting for the lock check is read again when a prune replaced index files meanwhile', async () => {
+  const { env, indexFiles } = await twoIndexRepo('replaced');
+  const be = new HookedBackend(env.repo);
+  const repo = await Repository.open(be, env.password);
+  // What a prune finishing during the wait does: one new index file with part of the packs, the old ones deleted.
+  const other = await Repository.open(new LocalBackend(env.repo), env.password);
+  await other.loadIndex();
+  const kept = await decodeIndexFile(other, indexFiles[0]!);
+  const dropped = await decodeIndexFile(other, indexFiles[1]!);
+  let newIndex = '';
+  be.onLockSaved = async () => {
+    newIndex = await other.saveUnpacked('index', encodeIndex({ packs: kept.packs }));
+    for (const id of indexFiles) await other.backend.remove('index', id);
+  };
+  const lock = await RepoLock.acquire(repo, { exclusive: false, loadIndex: () => {} });
+  try {
+    assert.ok(newIndex, 'the replacement ran during the wait');
+    assert.deepEqual([...repo.index.files], [newIndex]);
+    for (const p of dropped.packs) assert.equal(repo.index.packs.has(p.id), false, `pack ${p.id} of a deleted index file is still known`);
+    for (const p of kept.packs) assert.ok(repo.index.packs.has(p.id));
+  } finally {
+    await lock.release();
+  }
+});
+
+test('a conflicting lock found at the second check drops the index read while waiting', async () => {
+  const { env } = await twoIndexRepo('conflict');
+  const be = new HookedBackend(env.repo);
+  const repo = await Repository.open(be, env.password);
+  const other = await Repository.open(new LocalBackend(env.repo), env.password);
+  be.onLockSaved = async () => {
+    await other.saveUnpacked('locks', encodeLock({ time: new Date().toISOString(), exclusive: true, hostname: os.hostname(), username: 'prune', pid: process.pid }));
+  };
+  await assert.rejects(RepoLock.acquire(repo, { exclusive: false, loadIndex: () => {} }), /locked/);
+  assert.equal(repo.index.files.size, 0);
+  assert.equal(repo.index.packs.size, 0);
+  // Our own lock file was removed; only the other one is left.
+  assert.equal((await fsp.readdir(path.join(env.repo, 'locks'))).length, 1);
+});
+
+async function decodeIndexFile(repo: Repository, id: string): Promise<IndexFile> {
+  return decodeIndex(await repo.loadUnpacked('index', id), id);
+}
