@@ -38,11 +38,33 @@ export function nodeJson(n: Node, path: string): Record<string, unknown> {
   };
 }
 
+/** Sub-trees of upcoming sibling directories loaded ahead of the walk. */
+const TREE_PREFETCH = 8;
+
 async function* walk(repo: Repository, nodes: Node[], prefix: string, recursive: boolean): AsyncGenerator<{ node: Node; path: string }> {
+  // Depth-first in tree order, with the next few sibling directories' trees loading meanwhile
+  // (each level holds at most TREE_PREFETCH of them, so memory follows depth, not size).
+  const dirs = recursive ? nodes.filter((n) => n.type === 'dir' && n.subtree) : [];
+  const loading = new Map<Node, Promise<Node[]>>();
+  let ahead = 0;
+  const prefetch = () => {
+    while (ahead < dirs.length && loading.size < TREE_PREFETCH) {
+      const d = dirs[ahead++]!;
+      const p = repo.loadBlob('tree', d.subtree!).then(decodeTree);
+      p.catch(() => {}); // reported when awaited below
+      loading.set(d, p);
+    }
+  };
+  prefetch();
   for (const n of nodes) {
     const p = `${prefix === '/' ? '' : prefix}/${n.name.toString()}`;
     yield { node: n, path: p };
-    if (recursive && n.type === 'dir' && n.subtree) yield* walk(repo, decodeTree(await repo.loadBlob('tree', n.subtree)), p, true);
+    const sub = loading.get(n);
+    if (sub) {
+      loading.delete(n);
+      prefetch();
+      yield* walk(repo, await sub, p, true);
+    }
   }
 }
 
@@ -78,13 +100,20 @@ export default class Ls extends DmctlCommand {
       const { nodes, single } = await treeAt(repo, snap.snapshot.tree, at);
       const base = single ? at.slice(0, at.lastIndexOf('/')) || '/' : at;
       const out: Record<string, unknown>[] = [];
+      // Lines go out in batches: one write per line was a good part of the time for large trees.
+      let lines: string[] = [];
       for await (const { node, path } of walk(repo, nodes, base, flags.recursive)) {
         if (this.jsonEnabled()) out.push(nodeJson(node, path));
         else if (flags.long) {
           const size = String(node.size ?? 0n).padStart(10);
-          this.log(`${modeString(node)} ${String(node.uid).padStart(5)} ${String(node.gid).padStart(5)} ${size} ${formatGoTime(node.mtime).slice(0, 19).replace('T', ' ')} ${path}${node.linktarget ? ` -> ${node.linktarget.toString()}` : ''}`);
-        } else this.log(path);
+          lines.push(`${modeString(node)} ${String(node.uid).padStart(5)} ${String(node.gid).padStart(5)} ${size} ${formatGoTime(node.mtime).slice(0, 19).replace('T', ' ')} ${path}${node.linktarget ? ` -> ${node.linktarget.toString()}` : ''}`);
+        } else lines.push(path);
+        if (lines.length >= 1000) {
+          this.log(lines.join('\n'));
+          lines = [];
+        }
       }
+      if (lines.length) this.log(lines.join('\n'));
       return { snapshot: snapshotJson(snap), nodes: out };
     } finally {
       await lock?.release();

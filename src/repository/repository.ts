@@ -27,6 +27,8 @@ const MAX_QUEUED = 32;
 const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 /** Sealed bytes of the open spooled pack that may wait for the disk before save() waits too. */
 const MAX_UNWRITTEN = 4 * 1024 * 1024;
+/** Bytes of cached tree packs also held in memory. */
+const TREE_PACKS_IN_MEMORY = 32 * 1024 * 1024;
 
 export interface InitOptions {
   version?: 1 | 2;
@@ -45,6 +47,9 @@ export class Repository {
   /** Local copies of index files and tree packs (remote repositories; see cache.ts). */
   cache: RepoCache | undefined;
   private readonly treePackFetches = new Map<string, Promise<boolean>>();
+  /** Cached tree packs held in memory too (a walk reads hundreds of trees from each), up to a budget. */
+  private readonly treePacksInMemory = new Map<string, Buffer>();
+  private treePackBytes = 0;
   /** Whole tree packs being downloaded at once (each is held in memory until written). */
   private readonly treePackSlots = new Semaphore(2);
 
@@ -160,12 +165,15 @@ export class Repository {
 
   async loadBlobAt(id: string, loc: BlobLocation): Promise<Buffer> {
     if (loc.type === 'tree' && this.cache && (await this.cacheTreePack(loc.packId))) {
-      const raw = await this.cache.readRange(loc.packId, loc.offset, loc.length);
+      const mem = this.treePacksInMemory.get(loc.packId);
+      const raw = mem && loc.offset + loc.length <= mem.length ? mem.subarray(loc.offset, loc.offset + loc.length) : await this.cache.readRange(loc.packId, loc.offset, loc.length);
       if (raw) {
         try {
           return await this.decodeBlob(id, loc, raw);
         } catch {
-          await this.cache.drop('data', loc.packId); // damaged copy: read the repository's
+          // damaged copy: read the repository's
+          this.dropTreePackFromMemory(loc.packId);
+          await this.cache.drop('data', loc.packId);
         }
       }
     }
@@ -196,12 +204,17 @@ export class Repository {
       p = (async () => {
         const blobs = this.index.packs.get(packId);
         if (!blobs || blobs.some((b) => b.type !== 'tree')) return false;
-        if (await cache.readRange(packId, 0, 1)) return true;
+        const onDisk = await cache.get('data', packId);
+        if (onDisk) {
+          this.keepTreePackInMemory(packId, onDisk);
+          return true;
+        }
         await this.treePackSlots.acquire();
         try {
           const data = await this.backend.load('data', packId);
           if ((await sha256hexAsync(data)) !== packId) return false;
           await cache.put('data', packId, data);
+          this.keepTreePackInMemory(packId, data);
           return true;
         } catch {
           return false;
@@ -212,6 +225,24 @@ export class Repository {
       this.treePackFetches.set(packId, p);
     }
     return p;
+  }
+
+  private keepTreePackInMemory(packId: string, data: Buffer): void {
+    if (data.length > TREE_PACKS_IN_MEMORY) return;
+    // Oldest first out (Map order is insertion order).
+    for (const id of [...this.treePacksInMemory.keys()]) {
+      if (this.treePackBytes + data.length <= TREE_PACKS_IN_MEMORY) break;
+      this.dropTreePackFromMemory(id);
+    }
+    this.treePacksInMemory.set(packId, data);
+    this.treePackBytes += data.length;
+  }
+
+  private dropTreePackFromMemory(packId: string): void {
+    const b = this.treePacksInMemory.get(packId);
+    if (!b) return;
+    this.treePacksInMemory.delete(packId);
+    this.treePackBytes -= b.length;
   }
 
   /** Keeps a pack of tree blobs just stored (its name is its hash: computed while writing it). */
