@@ -8,6 +8,7 @@ import https from 'node:https';
 import { BlobServiceClient, ContainerClient, StorageSharedKeyCredential, AnonymousCredential, StoragePipelineOptions } from '@azure/storage-blob';
 import { StorageError, UsageError } from '../core/errors.js';
 import { Backend, FileInfo, FileType } from './backend.js';
+import { readBody } from './body.js';
 import { ListPage, RequestContext, describeNetworkError, httpStatusOf, storageError, validName } from './retry.js';
 import type { AzureLocation } from './url.js';
 import { TlsOptions, customTls, httpsAgentOptions } from './tls.js';
@@ -139,13 +140,6 @@ function shortName(type: FileType, name: string): string {
   return type === 'config' ? 'config' : `${type}/${name}`;
 }
 
-async function collect(stream: NodeJS.ReadableStream | undefined): Promise<Buffer> {
-  if (!stream) return Buffer.alloc(0);
-  const parts: Buffer[] = [];
-  for await (const c of stream as AsyncIterable<Buffer>) parts.push(c);
-  return Buffer.concat(parts);
-}
-
 export class AzureBackend implements Backend {
   readonly location: string;
   readonly connections: number;
@@ -216,7 +210,7 @@ export class AzureBackend implements Backend {
     let buf: Buffer;
     try {
       const r = await this.container.getBlobClient(this.key(type, name)).download(offset, length > 0 ? length : undefined, { abortSignal: ctx?.signal });
-      buf = await collect(r.readableStreamBody);
+      buf = await readBody(r.readableStreamBody, r.contentLength);
     } catch (err) {
       this.fail(err, op, ctx);
     }

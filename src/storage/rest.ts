@@ -8,6 +8,7 @@ import https from 'node:https';
 import tls from 'node:tls';
 import { StorageError, UsageError } from '../core/errors.js';
 import { Backend, FileInfo, FileType } from './backend.js';
+import { readBody } from './body.js';
 import { RequestContext, describeNetworkError, storageError, validName, Semaphore } from './retry.js';
 import type { RestLocation } from './url.js';
 import { httpsAgentOptions } from './tls.js';
@@ -95,11 +96,18 @@ export class RestBackend implements Backend {
     const mod = url.protocol === 'https:' ? https : http;
     return new Promise<Resp>((resolve, reject) => {
       const req = mod.request(url, { method, headers, agent: this.agent, signal: opts.signal }, (res) => {
-        const parts: Buffer[] = [];
-        res.on('data', (c: Buffer) => parts.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(parts) }));
-        res.on('error', reject);
-        res.on('aborted', () => reject(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' })));
+        // A body cut short (connection closed or reset mid-way) is a transient network error.
+        const cut = () => Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+        res.on('aborted', () => reject(cut()));
+        const len = Number(res.headers['content-length']);
+        const ok = res.statusCode === 200 || res.statusCode === 206;
+        readBody(res, method !== 'HEAD' && ok && Number.isFinite(len) ? len : undefined).then(
+          (body) => {
+            if (!res.complete) reject(cut());
+            else resolve({ status: res.statusCode ?? 0, headers: res.headers, body });
+          },
+          (err: NodeJS.ErrnoException) => reject(err?.code ? err : cut()),
+        );
       });
       req.on('error', reject);
       req.end(opts.body ? Buffer.from(opts.body.buffer, opts.body.byteOffset, opts.body.length) : undefined);

@@ -24,6 +24,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { AwsCredentialIdentityProvider } from '@smithy/types';
 import { StorageError } from '../core/errors.js';
 import { Backend, FileInfo, FileType } from './backend.js';
+import { readBody } from './body.js';
 import { ListPage, RequestContext, describeNetworkError, httpStatusOf, storageError, validName } from './retry.js';
 import type { S3Location } from './url.js';
 import { httpsAgentOptions } from './tls.js';
@@ -314,7 +315,7 @@ export class S3Backend implements Backend {
     let buf: Buffer;
     try {
       const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(type, name), Range }), { abortSignal: ctx?.signal });
-      buf = Buffer.from(await r.Body!.transformToByteArray());
+      buf = await readBody(r.Body as AsyncIterable<Uint8Array> | undefined, r.ContentLength);
     } catch (err) {
       if (httpStatusOf(err) === 416) throw storageError('other', `${this.location}: ${op}: offset ${offset} is past the end of the file`, { cause: err });
       return this.fail(err, op, ctx);
