@@ -1,18 +1,92 @@
 // zstd, as restic v2 uses it: one plain frame per blob or unpacked file, no checksum required.
-// Runs on the libuv thread pool, so compression of one blob overlaps hashing/encryption of the next.
+//
+// Two bindings. Small blobs (most of a tree of files: every file under 512 KiB is one blob) go
+// through zstd-napi synchronously with one reused context per level: a thread-pool round trip
+// through @mongodb-js/zstd cost the main thread ~100 µs per call in its completion and promise
+// machinery (most of a tree backup's time), and a fresh context per call costs more than
+// compressing a few KiB. Large blobs go to @mongodb-js/zstd on the libuv thread pool, so their
+// compression overlaps hashing and encryption of the next ones. zstd-napi is an optional
+// dependency built from source at install; without it everything goes the thread-pool way.
+import { createRequire } from 'node:module';
 import { compress as zc, decompress as zd } from '@mongodb-js/zstd';
 import { IntegrityError } from '../core/errors.js';
 
 /** restic's "auto" mode corresponds to zstd's default level (3). */
 export const ZSTD_LEVEL = 3;
 
+/** Blobs below this size are (de)compressed synchronously when zstd-napi is available. */
+export const SYNC_ZSTD_MAX = 64 * 1024;
+
+interface SyncCompressor {
+  setParameters(p: { compressionLevel: number }): void;
+  compress(data: Uint8Array): Buffer;
+}
+interface SyncDecompressor {
+  decompress(data: Uint8Array): Buffer;
+}
+interface SyncZstd {
+  Compressor: new () => SyncCompressor;
+  Decompressor: new () => SyncDecompressor;
+}
+
+let sync: SyncZstd | null | undefined;
+const compressors = new Map<number, SyncCompressor>();
+let decompressor: SyncDecompressor | undefined;
+
+function syncZstd(): SyncZstd | null {
+  if (sync === undefined) {
+    if (process.env.DM_ZSTD_SYNC === '0') sync = null;
+    else {
+      try {
+        sync = createRequire(import.meta.url)('zstd-napi') as SyncZstd;
+      } catch {
+        sync = null;
+      }
+    }
+  }
+  return sync;
+}
+
+/** Which binding handles small blobs (the tests check that the install built zstd-napi). */
+export function smallBlobZstd(): 'zstd-napi' | '@mongodb-js/zstd' {
+  return syncZstd() ? 'zstd-napi' : '@mongodb-js/zstd';
+}
+
+function asBuffer(data: Uint8Array): Buffer {
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.length);
+}
+
 export async function compress(data: Uint8Array, level = ZSTD_LEVEL): Promise<Buffer> {
-  return zc(Buffer.from(data.buffer, data.byteOffset, data.length), level);
+  const buf = asBuffer(data);
+  if (buf.length < SYNC_ZSTD_MAX) {
+    const z = syncZstd();
+    if (z) {
+      let c = compressors.get(level);
+      if (!c) {
+        c = new z.Compressor();
+        c.setParameters({ compressionLevel: level });
+        compressors.set(level, c);
+      }
+      return c.compress(buf);
+    }
+  }
+  return zc(buf, level);
 }
 
 export async function decompress(data: Uint8Array, what = 'data'): Promise<Buffer> {
+  const buf = asBuffer(data);
+  if (buf.length < SYNC_ZSTD_MAX) {
+    const z = syncZstd();
+    if (z) {
+      try {
+        return (decompressor ??= new z.Decompressor()).decompress(buf);
+      } catch {
+        // reported below by the other binding, with its message
+      }
+    }
+  }
   try {
-    return await zd(Buffer.from(data.buffer, data.byteOffset, data.length));
+    return await zd(buf);
   } catch (err) {
     throw new IntegrityError(`${what}: zstd decompression failed (${(err as Error).message})`);
   }
