@@ -393,6 +393,9 @@ export class Restorer {
       try {
         buf = await this.repo.backend.load('data', packId, r.start, r.end - r.start);
       } catch (err) {
+        // A storage that stays unavailable (retries spent, access denied...) ends the restore; a
+        // missing or truncated pack is damage to this pack's files only.
+        if (fatalStorageError(err)) throw err;
         readErr = err;
       }
       for (const e of r.items) {
@@ -405,6 +408,7 @@ export class Restorer {
           try {
             raw = await this.repo.backend.load('data', packId, e.loc.offset, e.loc.length);
           } catch (e2) {
+            if (fatalStorageError(e2)) throw e2;
             err = e2;
           }
         }
@@ -600,4 +604,9 @@ async function createFile(p: Buffer, data: Buffer): Promise<void> {
     await fsp.rm(p, { force: true, recursive: true });
     await fsp.writeFile(p, data, { mode: 0o600, flag: 'wx' });
   }
+}
+
+/** Storage failures that are not about one pack (missing or truncated ones are). */
+function fatalStorageError(err: unknown): boolean {
+  return err instanceof DmctlError && err.code.startsWith('storage-') && err.code !== 'storage-not-found' && err.code !== 'storage-other';
 }
