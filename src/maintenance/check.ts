@@ -10,7 +10,7 @@ import { DmctlError, UsageError } from '../core/errors.js';
 import { mapLimit } from '../core/limit.js';
 import { ProgressFn, noProgress, throttleProgress } from '../core/progress.js';
 import { listAll } from '../storage/backend.js';
-import { MasterKey, open, openAsync, sha256hexAsync } from '../repository/crypto.js';
+import { MasterKey, open, openAsync, sha256hex, sha256hexAsync } from '../repository/crypto.js';
 import { decompress } from '../repository/compression.js';
 import { decodeIndex, IndexFile } from '../repository/index-file.js';
 import { decodeHeader, expectedPackSize, PackedBlob, readPackHeader } from '../repository/pack.js';
@@ -389,7 +389,9 @@ async function readPack(repo: Repository, id: string, size: number, indexBlobs: 
  */
 export async function verifyPackBytes(key: MasterKey, id: string, data: Buffer, indexBlobs: readonly PackedBlob[], blobConcurrency = 8): Promise<CheckProblem[]> {
   const out: CheckProblem[] = [];
-  const packHash = sha256hexAsync(data);
+  // Hashed here, not through WebCrypto: its copy of the input would hold a second copy of every
+  // pack being verified (16 MiB each); SHA-256 runs at ~1.7 GB/s, ~10 ms per pack.
+  const packHash = sha256hex(data);
   let header: PackedBlob[];
   try {
     if (data.length < 4 + 32) throw new Error(`pack too small (${data.length} bytes)`);
@@ -424,7 +426,7 @@ export async function verifyPackBytes(key: MasterKey, id: string, data: Buffer, 
       budget.give(cost);
     }
   });
-  const hash = await packHash;
+  const hash = packHash;
   if (hash !== id) out.push({ kind: 'pack-hash', id, message: `pack ${id}: content hash is ${hash}, not its name (the pack is damaged)` });
   return out;
 }
