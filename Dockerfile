@@ -4,6 +4,8 @@
 FROM node:20-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
+# node-gyp builds the zstd-napi addon (fast zstd for small blobs) from source.
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY bin ./bin

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine with Node 20:
-#   installs what the tests need (restic, rclone, Ceph radosgw, attr and zstd via apt-get as root;
+#   installs what the tests need (restic, rclone, Ceph radosgw, attr, zstd and the compilers npm ci
+#   needs for the zstd-napi addon via apt-get as root;
 #   firebase-tools into .cache/firebase; npm packages from the lockfile), builds, and runs every test
 #   file with node's test runner. This is the command the README gives and .ci/run calls.
 set -euo pipefail
@@ -8,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ]; then
   missing=()
-  for p in attr zstd; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  for p in attr zstd g++ make python3; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"
