@@ -194,7 +194,8 @@ export class PodRunner {
       if (e.type !== 'DELETED') await this.reconcileDeployment(o);
     } else if (e.resource === 'pods') {
       const key = `${ns}/${o.metadata.name}`;
-      if (e.type === 'ADDED') void this.startPod(o);
+      // A failure inside the runner itself must show in the history, not leave the pod silently Pending.
+      if (e.type === 'ADDED') this.startPod(o).catch((err: unknown) => this.history.push(`runner error ${key}: ${(err as Error).stack ?? String(err)}`));
       else if (e.type === 'DELETED') {
         const p = this.pods.get(key);
         if (p) {
@@ -446,11 +447,14 @@ export class PodRunner {
     const items = (v.secret?.items ?? v.configMap?.items) as { key: string; path: string }[] | undefined;
     const files = items ? items.filter((i) => data[i.key]).map((i) => [i.path, data[i.key]!] as const) : Object.entries(data);
     // Like the kubelet's atomic writer: the folder holds exactly the current keys.
-    for (const f of await fsp.readdir(dir)) if (!files.some(([n]) => n === f)) await fsp.rm(path.join(dir, f), { recursive: true, force: true });
+    for (const f of await fsp.readdir(dir)) if (!f.endsWith('.tmp') && !files.some(([n]) => n === f)) await fsp.rm(path.join(dir, f), { recursive: true, force: true });
+    // Two writes of the same volume can overlap (the pod starting while its Secret is patched, which
+    // the kubelet refresh below follows): each uses its own temp names, and the last rename wins.
     for (const [n, b] of files) {
       await fsp.mkdir(path.dirname(path.join(dir, n)), { recursive: true });
-      await fsp.writeFile(path.join(dir, n) + '.tmp', b, { mode: 0o644 });
-      await fsp.rename(path.join(dir, n) + '.tmp', path.join(dir, n));
+      const tmp = `${path.join(dir, n)}.${process.hrtime.bigint()}.${Math.random().toString(36).slice(2)}.tmp`;
+      await fsp.writeFile(tmp, b, { mode: 0o644 });
+      await fsp.rename(tmp, path.join(dir, n));
     }
   }
 
