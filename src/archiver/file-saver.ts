@@ -1,7 +1,8 @@
 // Reads a file or stream, chunks it with restic's chunker, hashes each chunk and hands new chunks to
 // the BlobWriter. Several chunks of one file are compressed/encrypted concurrently; the content list
 // keeps file order because IDs are known as soon as a chunk is hashed.
-import { promises as fsp, openSync, readSync, closeSync, read as fsRead, constants as fsc } from 'node:fs';
+import { promises as fsp, openSync, readSync, closeSync, constants as fsc } from 'node:fs';
+import { readAt } from '../storage/local.js';
 import { OFFLOAD_MIN, sha256hex, sha256hexAsync } from '../repository/crypto.js';
 import { Chunker, MIN_SIZE } from '../chunker/chunker.js';
 import { BlobWriter } from '../repository/repository.js';
@@ -172,7 +173,7 @@ export async function saveStream(writer: BlobWriter, polynomial: bigint, input: 
  * Not for pipes: Node may have made them non-blocking (reads would fail with EAGAIN).
  */
 export function readFdChunks(fd: number, size = READ_SIZE): AsyncGenerator<Buffer> {
-  return readBuffers((buf, off, len) => new Promise<number>((resolve, reject) => fsRead(fd, buf, off, len, null, (err, n) => (err ? reject(err) : resolve(n)))), size);
+  return readBuffers((buf, off, len) => readAt(fd, buf, off, len, null), size);
 }
 
 /**
@@ -187,7 +188,7 @@ export async function* readStdinChunks(size = READ_SIZE): AsyncGenerator<Buffer>
   for (;;) {
     let n: number;
     try {
-      n = await new Promise<number>((resolve, reject) => fsRead(0, buf, got, size - got, null, (err, k) => (err ? reject(err) : resolve(k))));
+      n = await readAt(0, buf, got, size - got, null);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK') throw err;

@@ -2,7 +2,6 @@
 // documented order. Commands get a RepoSettings from DmctlCommand.settings(); the password is read
 // lazily (only commands that open the repository ask for it) and never appears in errors or logs.
 
-import { homedir } from 'node:os';
 import { isatty } from 'node:tty';
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
@@ -123,7 +122,7 @@ export interface RepoSettings {
   profile: string | undefined;
   /** --retry-lock in milliseconds; 0 = fail at once when the repository is locked. */
   retryLockMs: number;
-  /** Root of the local cache for remote repositories; undefined with --no-cache (or no home). */
+  /** Root of the local cache for remote repositories; undefined with --no-cache. */
   cacheDir: string | undefined;
 }
 
@@ -393,7 +392,7 @@ export async function resolveSettings(flags: RepoFlagValues, ctx: ResolveContext
     connections: flags.connections ?? copts.connections,
     profile,
     retryLockMs: nonEmpty(flags['retry-lock']) ? parseDuration(flags['retry-lock']!) : 0,
-    cacheDir: flags['no-cache'] ? undefined : (nonEmpty(flags['cache-dir']) ?? nonEmpty(env.DM_CACHE_DIR) ?? defaultCacheRoot(env, env.HOME || homedir())),
+    cacheDir: flags['no-cache'] ? undefined : (nonEmpty(flags['cache-dir']) ?? nonEmpty(env.DM_CACHE_DIR) ?? defaultCacheRoot(env)),
   };
 }
 

@@ -90,6 +90,16 @@ export function isAlreadyExists(err: unknown): boolean {
   return err instanceof StorageError && err.kind === 'already-exists';
 }
 
+/** A missing or truncated object: damage to that object (and what refers to it), not to the storage. */
+export function isObjectDamage(err: unknown): boolean {
+  return err instanceof DmctlError && (err.code === 'storage-not-found' || err.code === 'storage-other');
+}
+
+/** A storage failure that is not about one object (retries spent, access denied, no space...): the operation ends. */
+export function isStorageOutage(err: unknown): boolean {
+  return err instanceof DmctlError && err.code.startsWith('storage-') && !isObjectDamage(err);
+}
+
 export class NoRepositoryError extends DmctlError {
   constructor(location: string) {
     super('no-repository', `no repository at ${location}`, {

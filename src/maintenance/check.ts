@@ -6,7 +6,7 @@
 // repository is an answer, not a failure of check.
 
 import crypto from 'node:crypto';
-import { DmctlError, UsageError } from '../core/errors.js';
+import { UsageError, isStorageOutage } from '../core/errors.js';
 import { mapLimit } from '../core/limit.js';
 import { ProgressFn, noProgress, throttleProgress } from '../core/progress.js';
 import { listAll } from '../storage/backend.js';
@@ -147,7 +147,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
     try {
       roots.push({ snap: id, tree: decodeSnapshot(await repo.loadSnapshotJson(id)).tree });
     } catch (err) {
-      if (err instanceof DmctlError && err.code.startsWith('storage-') && err.code !== 'storage-not-found' && err.code !== 'storage-other') throw err;
+      if (isStorageOutage(err)) throw err;
       errors.push({ kind: 'snapshot', id, message: `snapshot ${id}: ${describe(err)}` });
     }
   });
@@ -161,7 +161,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
     try {
       f = decodeIndex(await repo.loadUnpacked('index', id), `index ${id}`);
     } catch (err) {
-      if (err instanceof DmctlError && err.code.startsWith('storage-') && err.code !== 'storage-not-found' && err.code !== 'storage-other') throw err;
+      if (isStorageOutage(err)) throw err;
       errors.push({ kind: 'index', id, message: `index ${id}: ${describe(err)}` });
       return;
     }
@@ -207,7 +207,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
       const header = await readPackHeader(repo.backend, repo.key, id, size);
       errors.push(...compareHeader(id, packIndex.get(id)!.blobs, header));
     } catch (err) {
-      if (err instanceof DmctlError && err.code.startsWith('storage-') && err.code !== 'storage-not-found' && err.code !== 'storage-other') throw err;
+      if (isStorageOutage(err)) throw err;
       errors.push({ kind: 'pack-header', id, message: `pack ${id}: ${describe(err)}` });
     }
     progress({ phase: 'pack headers', filesDone: ++headersDone, filesTotal: headerPacks.length });
@@ -311,7 +311,7 @@ async function checkTrees(
     try {
       nodes = scanTree(await repo.loadBlob('tree', id));
     } catch (err) {
-      if (err instanceof DmctlError && err.code.startsWith('storage-') && err.code !== 'storage-not-found' && err.code !== 'storage-other') throw err;
+      if (isStorageOutage(err)) throw err;
       errors.push({ kind: 'tree', id, message: `tree ${id}: cannot be loaded: ${describe(err)}` });
       return;
     }
@@ -376,7 +376,7 @@ async function readPack(repo: Repository, id: string, size: number, indexBlobs: 
   try {
     data = await repo.backend.load('data', id, 0, size);
   } catch (err) {
-    if (err instanceof DmctlError && err.code.startsWith('storage-') && err.code !== 'storage-not-found' && err.code !== 'storage-other') throw err;
+    if (isStorageOutage(err)) throw err;
     return [{ kind: 'pack-missing', id, message: `pack ${id}: cannot be read: ${describe(err)}` }];
   }
   return verifyPackBytes(repo.key, id, data, indexBlobs);
@@ -391,7 +391,7 @@ export async function verifyPackBytes(key: MasterKey, id: string, data: Buffer, 
   const out: CheckProblem[] = [];
   // Hashed here, not through WebCrypto: its copy of the input would hold a second copy of every
   // pack being verified (16 MiB each); SHA-256 runs at ~1.7 GB/s, ~10 ms per pack.
-  const packHash = sha256hex(data);
+  const hash = sha256hex(data);
   let header: PackedBlob[];
   try {
     if (data.length < 4 + 32) throw new Error(`pack too small (${data.length} bytes)`);
@@ -426,7 +426,6 @@ export async function verifyPackBytes(key: MasterKey, id: string, data: Buffer, 
       budget.give(cost);
     }
   });
-  const hash = packHash;
   if (hash !== id) out.push({ kind: 'pack-hash', id, message: `pack ${id}: content hash is ${hash}, not its name (the pack is damaged)` });
   return out;
 }

@@ -5,8 +5,10 @@
 // name's hash and MAC, packs by their SHA-256 before they are kept, blobs by MAC and hash on use).
 // The cache is an accelerator only: any error in it is ignored and the repository is read instead.
 import { promises as fsp, constants as fsc } from 'node:fs';
+import { homedir } from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { readAt, readFull } from '../storage/local.js';
 
 export type CachedType = 'index' | 'data';
 
@@ -49,14 +51,8 @@ export class RepoCache {
     let fh: fsp.FileHandle | undefined;
     try {
       fh = await fsp.open(this.pathOf('data', id), fsc.O_RDONLY);
-      const buf = Buffer.allocUnsafe(length);
-      let got = 0;
-      while (got < length) {
-        const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
-        if (bytesRead === 0) return undefined;
-        got += bytesRead;
-      }
-      return buf;
+      const fd = fh.fd;
+      return await readFull((buf, off, len, pos) => readAt(fd, buf, off, len, pos), offset, length, id);
     } catch {
       return undefined;
     } finally {
@@ -102,8 +98,11 @@ export class RepoCache {
   }
 }
 
-/** The default cache root: $XDG_CACHE_HOME/dmctl, else ~/.cache/dmctl; undefined without either. */
-export function defaultCacheRoot(env: NodeJS.ProcessEnv, home: string | undefined): string | undefined {
-  if (env.XDG_CACHE_HOME) return path.join(env.XDG_CACHE_HOME, 'dmctl');
-  return home ? path.join(home, '.cache', 'dmctl') : undefined;
+/**
+ * The default cache root: $XDG_CACHE_HOME/dmctl, or ~/.cache/dmctl when XDG_CACHE_HOME is unset or
+ * not absolute (as for the connection file's XDG_CONFIG_HOME).
+ */
+export function defaultCacheRoot(env: NodeJS.ProcessEnv = process.env, home: string = homedir()): string {
+  const xdg = env.XDG_CACHE_HOME;
+  return path.join(xdg && path.isAbsolute(xdg) ? xdg : path.join(home, '.cache'), 'dmctl');
 }

@@ -35,13 +35,10 @@ let decompressor: SyncDecompressor | undefined;
 
 function syncZstd(): SyncZstd | null {
   if (sync === undefined) {
-    if (process.env.DM_ZSTD_SYNC === '0') sync = null;
-    else {
-      try {
-        sync = createRequire(import.meta.url)('zstd-napi') as SyncZstd;
-      } catch {
-        sync = null;
-      }
+    try {
+      sync = createRequire(import.meta.url)('zstd-napi') as SyncZstd;
+    } catch {
+      sync = null;
     }
   }
   return sync;

@@ -1,7 +1,7 @@
 // A restic-format repository on a Backend: open/init, the master index, unpacked files, blobs, and
 // the pack writer. Everything above (archiver, restorer, maintenance, server) goes through this.
 import os from 'node:os';
-import { IntegrityError, NoRepositoryError, DmctlError } from '../core/errors.js';
+import { IntegrityError, NoRepositoryError, DmctlError, isObjectDamage } from '../core/errors.js';
 import { mapLimit, Semaphore } from '../core/limit.js';
 import { collectGarbage } from '../core/gc.js';
 import { ProgressFn, noProgress } from '../core/progress.js';
@@ -141,7 +141,9 @@ export class Repository {
       progress({ phase: 'index', filesDone: ++done, filesTotal: ids.length });
     });
     this.indexLoaded = true;
-    if (this.cache) await this.cache.forgetAllBut(new Set(ids), this.index.packs);
+    // Cache entries the repository no longer has go once per change of the index (loadIndex runs
+    // twice when the lock is taken, the second time usually loading nothing).
+    if (this.cache && (done > 0 || this.index.files.size === 0)) await this.cache.forgetAllBut(listed, this.index.packs);
   }
 
   /** Drops the loaded index (it was read without the protection of a lock that turned out to conflict). */
@@ -181,8 +183,8 @@ export class Repository {
     try {
       raw = await this.backend.load('data', loc.packId, loc.offset, loc.length);
     } catch (err) {
-      if (err instanceof DmctlError && (err.code === 'storage-not-found' || err.code === 'storage-other')) {
-        throw new IntegrityError(`pack ${loc.packId.slice(0, 10)} holding ${loc.type} blob ${id.slice(0, 10)}: ${err.message}`, {
+      if (isObjectDamage(err)) {
+        throw new IntegrityError(`pack ${loc.packId.slice(0, 10)} holding ${loc.type} blob ${id.slice(0, 10)}: ${(err as DmctlError).message}`, {
           cause: err,
           hint: 'the pack is missing or truncated; run `dmctl check --read-data`',
         });
@@ -243,11 +245,6 @@ export class Repository {
     if (!b) return;
     this.treePacksInMemory.delete(packId);
     this.treePackBytes -= b.length;
-  }
-
-  /** Keeps a pack of tree blobs just stored (its name is its hash: computed while writing it). */
-  async cachePack(packId: string, data: Buffer): Promise<void> {
-    if (this.cache) await this.cache.put('data', packId, data);
   }
 
   /** Decrypts (and decompresses) an encrypted blob read from a pack and checks its hash. */
@@ -425,7 +422,8 @@ export class BlobWriter {
         const done = p.finish(this.repo.key);
         ({ id, blobs } = done);
         await this.repo.backend.save('data', id, done.data);
-        if (p.type === 'tree') await this.repo.cachePack(id, done.data);
+        // A tree pack just stored is cached as it is (its name is its hash, computed while writing).
+        if (p.type === 'tree') await this.repo.cache?.put('data', id, done.data);
       }
       this.repo.index.addPack(id, blobs);
       if (!this.ignoreIndex) for (const b of blobs) this.pending[b.type].delete(b.id);

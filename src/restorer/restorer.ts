@@ -7,7 +7,7 @@
 import { promises as fsp, constants as fsc } from 'node:fs';
 import path from 'node:path';
 import { minimatch } from 'minimatch';
-import { DmctlError, IntegrityError, TargetError, UsageError, describeSystemError } from '../core/errors.js';
+import { DmctlError, IntegrityError, TargetError, UsageError, describeSystemError, isStorageOutage } from '../core/errors.js';
 import { mapLimit, Semaphore } from '../core/limit.js';
 import { ProgressFn, noProgress } from '../core/progress.js';
 import { Repository } from '../repository/repository.js';
@@ -395,7 +395,7 @@ export class Restorer {
       } catch (err) {
         // A storage that stays unavailable (retries spent, access denied...) ends the restore; a
         // missing or truncated pack is damage to this pack's files only.
-        if (fatalStorageError(err)) throw err;
+        if (isStorageOutage(err)) throw err;
         readErr = err;
       }
       for (const e of r.items) {
@@ -408,7 +408,7 @@ export class Restorer {
           try {
             raw = await this.repo.backend.load('data', packId, e.loc.offset, e.loc.length);
           } catch (e2) {
-            if (fatalStorageError(e2)) throw e2;
+            if (isStorageOutage(e2)) throw e2;
             err = e2;
           }
         }
@@ -604,9 +604,4 @@ async function createFile(p: Buffer, data: Buffer): Promise<void> {
     await fsp.rm(p, { force: true, recursive: true });
     await fsp.writeFile(p, data, { mode: 0o600, flag: 'wx' });
   }
-}
-
-/** Storage failures that are not about one pack (missing or truncated ones are). */
-function fatalStorageError(err: unknown): boolean {
-  return err instanceof DmctlError && err.code.startsWith('storage-') && err.code !== 'storage-not-found' && err.code !== 'storage-other';
 }

@@ -325,7 +325,7 @@ function closeQuietly(h: OpenPack): void {
 }
 
 /** Reads `length` bytes at `offset` with `read` (which may return short counts); a short file is an error. */
-async function readFull(read: (buf: Buffer, off: number, len: number, pos: number) => Promise<number>, offset: number, length: number, what: string): Promise<Buffer> {
+export async function readFull(read: (buf: Buffer, off: number, len: number, pos: number) => Promise<number>, offset: number, length: number, what: string): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(length);
   let got = 0;
   while (got < length) {
@@ -337,7 +337,8 @@ async function readFull(read: (buf: Buffer, off: number, len: number, pos: numbe
   return buf;
 }
 
-function readAt(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+/** fs.read as a promise; `pos` null reads at the descriptor's current position. */
+export function readAt(fd: number, buf: Buffer, off: number, len: number, pos: number | null): Promise<number> {
   return new Promise((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
