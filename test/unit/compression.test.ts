@@ -37,6 +37,32 @@ test('frames of either binding are read by the other, at every size', async () =
   assert.ok((await decompress(z)).equals(zeros));
 });
 
+function words(size: number, seed: number): Buffer {
+  // Text from a small vocabulary in pseudo-random order: levels differ in how well they find matches.
+  const vocab = ['select', 'insert', 'into', 'values', 'customer', 'order', 'amount', 'NULL', "'2024-01-0", 'where', 'id', '=', ',', '(', ')'];
+  const out: string[] = [];
+  let x = seed >>> 0 || 1;
+  let n = 0;
+  while (n < size) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    const w = vocab[x % vocab.length]! + ((x >>> 8) % 1000);
+    out.push(w);
+    n += w.length + 1;
+  }
+  return Buffer.from(out.join(' ')).subarray(0, size);
+}
+
+test('the level reaches both bindings: a higher level stores text smaller', async () => {
+  for (const size of [16 * 1024, 2 * 1024 * 1024]) {
+    const plain = words(size, size);
+    const fast = await compress(plain, 1);
+    const best = await compress(plain, 11);
+    assert.ok(best.length < fast.length, `size ${size}: level 11 gave ${best.length} bytes, level 1 ${fast.length}`);
+    assert.ok((await decompress(best)).equals(plain));
+    assert.ok((await decompress(fast)).equals(plain));
+  }
+});
+
 test('a frame without a content size (zstd CLI from a pipe) is read', async () => {
   const plain = sample(50_000, 7);
   const frame = execFileSync('zstd', ['-c', '-q'], { input: plain });
