@@ -10,12 +10,14 @@ import { UsageError, isStorageOutage } from '../core/errors.js';
 import { mapLimit } from '../core/limit.js';
 import { ProgressFn, noProgress, throttleProgress } from '../core/progress.js';
 import { listAll } from '../storage/backend.js';
-import { MasterKey, open, openAsync, sha256hex, sha256hexAsync } from '../repository/crypto.js';
-import { decompress } from '../repository/compression.js';
 import { decodeIndex, IndexFile } from '../repository/index-file.js';
 import { decodeHeader, expectedPackSize, PackedBlob, readPackHeader } from '../repository/pack.js';
 import { Repository } from '../repository/repository.js';
 import { decodeSnapshot } from '../repository/snapshot.js';
+import { compareHeader, entrySig, verifyPackBytes } from './verify-pack.js';
+import type { VerifyJob } from './verify-worker.js';
+import { WorkerPool, workerCount } from '../core/worker-pool.js';
+import type { MasterKey } from '../repository/crypto.js';
 
 export interface CheckOptions {
   /** Read every pack (--read-data). */
@@ -92,38 +94,6 @@ export function parseReadDataSubset(spec: string): (packs: Map<string, number>) 
 
 /** A pack's entries as one comparable string (only for packs listed by more than one index file). */
 const packSig = (blobs: readonly PackedBlob[]) => blobs.map(entrySig).sort().join(',');
-const entrySig = (b: PackedBlob) => `${b.type}:${b.id}:${b.offset}:${b.length}:${b.uncompressedLength ?? 0}`;
-
-/** Differences between what the index says about a pack and what its header says. */
-function compareHeader(packId: string, index: readonly PackedBlob[], header: readonly PackedBlob[]): CheckProblem[] {
-  // The common case (they agree) is decided on the entries sorted by offset, without building keys.
-  if (index.length === header.length) {
-    const byOffset = (a: PackedBlob, b: PackedBlob) => a.offset - b.offset;
-    const a = [...index].sort(byOffset);
-    const b = [...header].sort(byOffset);
-    let same = true;
-    for (let k = 0; k < a.length && same; k++) {
-      const x = a[k];
-      const y = b[k];
-      same = x.offset === y.offset && x.length === y.length && x.id === y.id && x.type === y.type && (x.uncompressedLength ?? 0) === (y.uncompressedLength ?? 0);
-    }
-    if (same) return [];
-  }
-  const out: CheckProblem[] = [];
-  const h = new Map(header.map((b) => [entrySig(b), b]));
-  const i = new Set(index.map(entrySig));
-  for (const b of index) {
-    if (!h.has(entrySig(b))) {
-      out.push({ kind: 'pack-header', id: packId, message: `pack ${packId}: ${b.type} blob ${b.id} (offset ${b.offset}, length ${b.length}) is in the index but not in the pack header` });
-    }
-  }
-  for (const b of header) {
-    if (!i.has(entrySig(b))) {
-      out.push({ kind: 'pack-header', id: packId, message: `pack ${packId}: ${b.type} blob ${b.id} (offset ${b.offset}, length ${b.length}) is in the pack header but not in the index` });
-    }
-  }
-  return out;
-}
 
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
@@ -222,13 +192,19 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   let packsRead = 0;
   let bytesRead = 0;
   const readList = [...toRead];
-  await mapLimit(readList, 2, async ([id, size]) => {
-    abortIfAsked();
-    errors.push(...(await readPack(repo, id, size, packIndex.get(id)!.blobs)));
-    packsRead++;
-    bytesRead += size;
-    progress({ phase: 'read data', filesDone: packsRead, filesTotal: readList.length, bytesDone: bytesRead });
-  });
+  const verifier = readList.length ? startVerifier(repo.key) : undefined;
+  try {
+    // One pack loading while each worker verifies one.
+    await mapLimit(readList, verifier?.size ?? 2, async ([id, size]) => {
+      abortIfAsked();
+      errors.push(...(await readPack(repo, id, size, packIndex.get(id)!.blobs, verifier?.pool)));
+      packsRead++;
+      bytesRead += size;
+      progress({ phase: 'read data', filesDone: packsRead, filesTotal: readList.length, bytesDone: bytesRead });
+    });
+  } finally {
+    await verifier?.pool.close();
+  }
 
   return {
     snapshots: snapIds.length,
@@ -370,82 +346,40 @@ async function checkTrees(
   return seen.size;
 }
 
-/** Reads one whole pack and verifies it. */
-async function readPack(repo: Repository, id: string, size: number, indexBlobs: readonly PackedBlob[]): Promise<CheckProblem[]> {
-  let data: Buffer;
+/** Worker threads that verify packs (verify-worker.ts); undefined where they cannot start. */
+function startVerifier(key: MasterKey): { pool: WorkerPool; size: number } | undefined {
+  const size = workerCount();
   try {
-    data = await repo.backend.load('data', id, 0, size);
-  } catch (err) {
-    if (isStorageOutage(err)) throw err;
-    return [{ kind: 'pack-missing', id, message: `pack ${id}: cannot be read: ${describe(err)}` }];
+    return { pool: new WorkerPool(new URL('./verify-worker.js', import.meta.url), size, { encrypt: key.encrypt, macK: key.macK, macR: key.macR }), size };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads one whole pack and verifies it, in a worker thread when there are some. */
+async function readPack(repo: Repository, id: string, size: number, indexBlobs: readonly PackedBlob[], pool?: WorkerPool): Promise<CheckProblem[]> {
+  const load = async (): Promise<Buffer | CheckProblem[]> => {
+    try {
+      return await repo.backend.load('data', id, 0, size);
+    } catch (err) {
+      if (isStorageOutage(err)) throw err;
+      return [{ kind: 'pack-missing', id, message: `pack ${id}: cannot be read: ${describe(err)}` }];
+    }
+  };
+  const data = await load();
+  if (!Buffer.isBuffer(data)) return data;
+  if (pool) {
+    // The pack's buffer moves to the worker; one that shares its memory with others is copied first.
+    const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer;
+    const buf = own ? (data.buffer as ArrayBuffer) : new Uint8Array(data).buffer;
+    try {
+      return await pool.run<CheckProblem[]>({ id, buf, blobs: indexBlobs } satisfies VerifyJob, [buf]);
+    } catch {
+      // The worker failed (not the pack: problems are answers, not errors); verify here instead.
+      const again = await load();
+      if (!Buffer.isBuffer(again)) return again;
+      return verifyPackBytes(repo.key, id, again, indexBlobs);
+    }
   }
   return verifyPackBytes(repo.key, id, data, indexBlobs);
-}
-
-/**
- * A pack's bytes against its name, its header against the index, every blob's MAC and hash.
- * Blobs are verified several at a time; large ones are decrypted and hashed on the thread pool,
- * and the plaintext held at once stays under a budget.
- */
-export async function verifyPackBytes(key: MasterKey, id: string, data: Buffer, indexBlobs: readonly PackedBlob[], blobConcurrency = 8): Promise<CheckProblem[]> {
-  const out: CheckProblem[] = [];
-  // Hashed here, not through WebCrypto: its copy of the input would hold a second copy of every
-  // pack being verified (16 MiB each); SHA-256 runs at ~1.7 GB/s, ~10 ms per pack.
-  const hash = sha256hex(data);
-  let header: PackedBlob[];
-  try {
-    if (data.length < 4 + 32) throw new Error(`pack too small (${data.length} bytes)`);
-    const hlen = data.readUInt32LE(data.length - 4);
-    if (hlen < 32 || hlen > data.length - 4) throw new Error(`invalid header length ${hlen}`);
-    header = decodeHeader(open(key, data.subarray(data.length - 4 - hlen, data.length - 4), `pack ${id} header`), `pack ${id}`);
-    out.push(...compareHeader(id, indexBlobs, header));
-  } catch (err) {
-    out.push({ kind: 'pack-header', id, message: `pack ${id}: header cannot be read: ${describe(err)}` });
-    header = [...indexBlobs];
-  }
-  // Every blob the header (or, if it is unreadable, the index) lists.
-  const budget = new ByteBudget(PLAINTEXT_BUDGET);
-  await mapLimit(header, blobConcurrency, async (b) => {
-    const what = `${b.type} blob ${b.id} in pack ${id}`;
-    if (b.offset + b.length > data.length) {
-      out.push({ kind: 'blob', id: b.id, message: `${what}: extends beyond the end of the pack` });
-      return;
-    }
-    const cost = b.length + (b.uncompressedLength || 0);
-    await budget.take(cost);
-    try {
-      let plain = await openAsync(key, data.subarray(b.offset, b.offset + b.length), what);
-      if (b.uncompressedLength) {
-        plain = await decompress(plain, what);
-        if (plain.length !== b.uncompressedLength) throw new Error(`decompressed size ${plain.length} != ${b.uncompressedLength}`);
-      }
-      if ((await sha256hexAsync(plain)) !== b.id) throw new Error('content does not match its ID');
-    } catch (err) {
-      out.push({ kind: 'blob', id: b.id, message: `${what}: ${describe(err)}` });
-    } finally {
-      budget.give(cost);
-    }
-  });
-  if (hash !== id) out.push({ kind: 'pack-hash', id, message: `pack ${id}: content hash is ${hash}, not its name (the pack is damaged)` });
-  return out;
-}
-
-/** Plaintext bytes one pack's verification holds at once (a single larger blob still passes alone). */
-const PLAINTEXT_BUDGET = 8 * 1024 * 1024;
-
-class ByteBudget {
-  private used = 0;
-  private readonly waiting: (() => void)[] = [];
-  constructor(private readonly size: number) {}
-
-  async take(n: number): Promise<void> {
-    while (this.used > 0 && this.used + n > this.size) await new Promise<void>((r) => this.waiting.push(r));
-    this.used += n;
-  }
-
-  give(n: number): void {
-    this.used -= n;
-    const w = this.waiting.splice(0);
-    for (const r of w) r();
-  }
 }

@@ -102,3 +102,65 @@ export async function decompress(data: Uint8Array, what = 'data'): Promise<Buffe
     throw new IntegrityError(`${what}: zstd decompression failed (${(err as Error).message})`);
   }
 }
+
+/**
+ * Decompresses synchronously whatever the size when zstd-napi is available (for worker threads,
+ * where blocking is the point); frames it cannot decode that way (no content size in the header)
+ * and damaged input go the asynchronous way, which reads the former and reports the latter.
+ */
+export function decompressNow(data: Uint8Array, what = 'data'): Buffer | Promise<Buffer> {
+  const z = syncZstd();
+  if (z) {
+    try {
+      return (decompressor ??= new z.Decompressor()).decompress(asBuffer(data));
+    } catch {
+      // below
+    }
+  }
+  return decompress(data, what);
+}
+
+interface ZstdBinding {
+  DCtx: new () => { decompress(dst: Uint8Array, src: Uint8Array): number };
+  getFrameContentSize(frame: Uint8Array): number | null;
+}
+
+/** Largest plaintext decompressed into the scratch buffer (larger ones get a buffer of their own). */
+const SCRATCH_MAX = 64 * 1024 * 1024;
+
+/**
+ * Synchronous decompression into one reused buffer: each result is a view that the next call
+ * overwrites. For verification in worker threads, which hash a plaintext and drop it: a fresh
+ * buffer per blob was most of their garbage (two packs' worth of plaintext per worker before V8
+ * collected it). Frames without a content size, and damaged ones, go through decompressNow.
+ */
+export class ScratchDecompressor {
+  private readonly binding: ZstdBinding | undefined;
+  private readonly dctx: { decompress(dst: Uint8Array, src: Uint8Array): number } | undefined;
+  private scratch = Buffer.alloc(0);
+
+  constructor() {
+    try {
+      this.binding = createRequire(import.meta.url)('zstd-napi/binding') as ZstdBinding;
+      this.dctx = new this.binding.DCtx();
+    } catch {
+      this.binding = undefined;
+    }
+  }
+
+  decompress(data: Uint8Array, what = 'data'): Buffer | Promise<Buffer> {
+    if (this.binding && this.dctx) {
+      try {
+        const size = this.binding.getFrameContentSize(data);
+        if (size !== null && size <= SCRATCH_MAX) {
+          if (this.scratch.length < size) this.scratch = Buffer.allocUnsafeSlow(Math.max(size, 1024 * 1024));
+          const n = this.dctx.decompress(this.scratch, data);
+          return this.scratch.subarray(0, n);
+        }
+      } catch {
+        // below, with the error reported there
+      }
+    }
+    return decompressNow(data, what);
+  }
+}

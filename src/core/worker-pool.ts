@@ -1,0 +1,108 @@
+// A small pool of worker threads running one module, one job per worker at a time.
+//
+// For CPU work that is many small native calls (decrypting, decompressing and hashing thousands
+// of blobs): on the main thread each call's promise and callback machinery costs more than the
+// work, and on libuv's thread pool every call is a round trip. A worker does a whole job (a pack)
+// synchronously, and the pool spreads jobs over the cores. Buffers are transferred, not copied.
+//
+// The worker module answers each message {job, req} with {job, ok: true, res} or {job, ok: false,
+// message}; see serveJobs below. Idle workers do not keep the process alive.
+import { Worker, parentPort, workerData } from 'node:worker_threads';
+import os from 'node:os';
+
+interface Pending {
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+}
+
+interface Slot {
+  worker: Worker;
+  busy: Pending | undefined;
+  job: number;
+}
+
+type Reply = { job: number; ok: true; res: unknown } | { job: number; ok: false; message: string };
+
+/** Workers for CPU-bound jobs: one per core, at least 2, at most `max`. */
+export function workerCount(max = 4): number {
+  return Math.max(2, Math.min(max, os.availableParallelism()));
+}
+
+export class WorkerPool {
+  private readonly slots: Slot[] = [];
+  private readonly queue: { req: unknown; transfer: ArrayBuffer[]; p: Pending }[] = [];
+  private nextJob = 1;
+  private broken: Error | undefined;
+
+  constructor(file: URL, size: number, data?: unknown) {
+    for (let i = 0; i < size; i++) {
+      const slot: Slot = { worker: new Worker(file, { workerData: data }), busy: undefined, job: 0 };
+      slot.worker.unref();
+      slot.worker.on('message', (m: Reply) => this.onReply(slot, m));
+      const fail = (err: Error) => {
+        this.broken ??= err;
+        const p = slot.busy;
+        slot.busy = undefined;
+        p?.reject(err);
+        for (const q of this.queue.splice(0)) q.p.reject(err);
+      };
+      slot.worker.on('error', fail);
+      slot.worker.on('exit', (code) => fail(new Error(`worker thread exited (code ${code})`)));
+      this.slots.push(slot);
+    }
+  }
+
+  /** Runs one job; `transfer` lists buffers handed over to the worker (unusable here afterwards). */
+  run<T>(req: unknown, transfer: ArrayBuffer[] = []): Promise<T> {
+    if (this.broken) return Promise.reject(this.broken);
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ req, transfer, p: { resolve: resolve as (v: unknown) => void, reject } });
+      this.dispatch();
+    });
+  }
+
+  private dispatch(): void {
+    for (const slot of this.slots) {
+      if (slot.busy) continue;
+      const next = this.queue.shift();
+      if (!next) return;
+      slot.busy = next.p;
+      slot.job = this.nextJob++;
+      slot.worker.ref();
+      slot.worker.postMessage({ job: slot.job, req: next.req }, next.transfer);
+    }
+  }
+
+  private onReply(slot: Slot, m: Reply): void {
+    if (m.job !== slot.job || !slot.busy) return;
+    const p = slot.busy;
+    slot.busy = undefined;
+    slot.worker.unref();
+    if (m.ok) p.resolve(m.res);
+    else p.reject(new Error(m.message));
+    this.dispatch();
+  }
+
+  /** Stops the workers (jobs in flight are rejected). */
+  async close(): Promise<void> {
+    this.broken ??= new Error('worker pool closed');
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+}
+
+/**
+ * In a worker module: answers the pool's jobs with `handle` (sync or async), one at a time.
+ * `afterEach` runs once a job's answer is sent and nothing refers to the job any more.
+ */
+export function serveJobs<Req, Res>(handle: (req: Req, data: unknown) => Res | Promise<Res>, afterEach?: () => void): void {
+  const port = parentPort;
+  if (!port) throw new Error('this module runs as a worker thread');
+  port.on('message', async (m: { job: number; req: Req }) => {
+    try {
+      port.postMessage({ job: m.job, ok: true, res: await handle(m.req, workerData) });
+    } catch (err) {
+      port.postMessage({ job: m.job, ok: false, message: err instanceof Error ? err.message : String(err) });
+    }
+    if (afterEach) setImmediate(afterEach);
+  });
+}
