@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { open, readlink } from 'node:fs/promises';
 import * as xattr from '@napi-rs/xattr';
 import { DmctlError } from '../core/errors.js';
-import { lookupGroupName, lookupUserName } from '../config/users.js';
+import { lookupNames } from '../config/users.js';
 import { goTimeFromUnixNs } from '../repository/gotime.js';
 import { goFileMode, nodeTypeFromStatMode, type ExtendedAttribute, type Node } from '../repository/tree.js';
 
@@ -128,7 +128,8 @@ export async function nodeFromStat(name: Buffer, fullPath: Buffer, st: BigIntSta
   const mtime = goTimeFromUnixNs(st.mtimeNs);
   const uid = Number(st.uid);
   const gid = Number(st.gid);
-  const [user, group] = await Promise.all([lookupUserName(uid), lookupGroupName(gid)]);
+  const names = lookupNames(uid, gid);
+  const [user, group] = Array.isArray(names) ? names : await names;
   const node: Node = {
     name,
     type,

@@ -43,6 +43,8 @@ async function readOrEmpty(path: string): Promise<string> {
 }
 
 let cached: Promise<AccountDb> | undefined;
+/** The default database once loaded, for lookups without a promise per call (once per backed-up file). */
+let loaded: AccountDb | undefined;
 
 /** The account database, loaded once (files are `/etc/passwd` and `/etc/group` unless given). */
 export function loadAccountDb(passwdPath = '/etc/passwd', groupPath = '/etc/group'): Promise<AccountDb> {
@@ -53,13 +55,25 @@ export function loadAccountDb(passwdPath = '/etc/passwd', groupPath = '/etc/grou
     const g = parseIdFile(gr);
     return { userById: u.byId, uidByName: u.byName, groupById: g.byId, gidByName: g.byName };
   })();
-  if (passwdPath === '/etc/passwd' && groupPath === '/etc/group') cached = p;
+  if (passwdPath === '/etc/passwd' && groupPath === '/etc/group') {
+    cached = p;
+    p.then((db) => {
+      if (cached === p) loaded = db;
+    }, () => {});
+  }
   return p;
 }
 
 /** Forgets the cached database (tests, long-running servers after account changes). */
 export function resetAccountCache(): void {
   cached = undefined;
+  loaded = undefined;
+}
+
+/** User and group names for a uid and gid ("" when unknown), synchronous once the database is loaded. */
+export function lookupNames(uid: number, gid: number): [string, string] | Promise<[string, string]> {
+  if (loaded) return [loaded.userById.get(uid) ?? '', loaded.groupById.get(gid) ?? ''];
+  return loadAccountDb().then((db) => [db.userById.get(uid) ?? '', db.groupById.get(gid) ?? '']);
 }
 
 /** User name for a uid, "" when unknown. */

@@ -315,3 +315,18 @@ test('documented resolution order and environment list are complete', () => {
   const names = ENVIRONMENT.map((e) => e.name);
   for (const v of ['DM_REPOSITORY', 'DM_PASSWORD_FILE', 'DM_PASSWORD', 'RESTIC_REPOSITORY', 'RESTIC_PASSWORD', 'NO_COLOR']) assert.ok(names.includes(v), v);
 });
+
+test('user and group names: from /etc/passwd and /etc/group, "" when unknown, synchronous once loaded', async () => {
+  const { lookupNames, resetAccountCache } = await import('../../src/config/users.js');
+  const fs = await import('node:fs');
+  resetAccountCache();
+  const passwd = fs.readFileSync('/etc/passwd', 'utf8').split('\n').map((l) => l.split(':')).filter((f) => f.length > 3);
+  const group = fs.readFileSync('/etc/group', 'utf8').split('\n').map((l) => l.split(':')).filter((f) => f.length > 3);
+  const [u, g] = [passwd[0]!, group[0]!]; // first entries: the ones getpwuid/getgrgid would answer
+  const first = lookupNames(Number(u[2]), Number(g[2]));
+  assert.ok(first instanceof Promise, 'the first lookup loads the database');
+  assert.deepEqual(await first, [u[0], g[0]]);
+  const again = lookupNames(Number(u[2]), 4_000_000_000);
+  assert.ok(Array.isArray(again), 'later lookups answer at once');
+  assert.deepEqual(again, [u[0], '']);
+});
