@@ -432,7 +432,7 @@ export class BlobWriter {
       this.stats.packs++;
       // Every 4 packs (~64 MiB stored): collect the garbage of finished blobs, so the peak memory
       // of a long stream does not drift with its length (~10-30 ms each).
-      if (this.stats.packs % 4 === 0) collectGarbage();
+      if (this.stats.packs % 2 === 0) collectGarbage();
       if (this.unindexedBlobs >= INDEX_FULL_BLOBS) this.queueIndexWrite();
     })().catch((err) => {
       this.failure ??= this.spool ? this.spool.spoolError(err) : err;
