@@ -76,16 +76,6 @@ export function lookupNames(uid: number, gid: number): [string, string] | Promis
   return loadAccountDb().then((db) => [db.userById.get(uid) ?? '', db.groupById.get(gid) ?? '']);
 }
 
-/** User name for a uid, "" when unknown. */
-export async function lookupUserName(uid: number): Promise<string> {
-  return (await loadAccountDb()).userById.get(uid) ?? '';
-}
-
-/** Group name for a gid, "" when unknown. */
-export async function lookupGroupName(gid: number): Promise<string> {
-  return (await loadAccountDb()).groupById.get(gid) ?? '';
-}
-
 /** uid for a user name, undefined when unknown. */
 export async function lookupUid(name: string): Promise<number | undefined> {
   return (await loadAccountDb()).uidByName.get(name);

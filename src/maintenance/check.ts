@@ -11,10 +11,10 @@ import { mapLimit } from '../core/limit.js';
 import { ProgressFn, noProgress, throttleProgress } from '../core/progress.js';
 import { listAll } from '../storage/backend.js';
 import { decodeIndex, IndexFile } from '../repository/index-file.js';
-import { decodeHeader, expectedPackSize, PackedBlob, readPackHeader } from '../repository/pack.js';
+import { expectedPackSize, PackedBlob, readPackHeader } from '../repository/pack.js';
 import { Repository } from '../repository/repository.js';
 import { decodeSnapshot } from '../repository/snapshot.js';
-import { compareHeader, entrySig, verifyPackBytes } from './verify-pack.js';
+import { compareHeader, describe, entrySig, verifyPackBytes } from './verify-pack.js';
 import type { VerifyJob } from './verify-worker.js';
 import { WorkerPool, workerCount } from '../core/worker-pool.js';
 import type { MasterKey } from '../repository/crypto.js';
@@ -95,9 +95,6 @@ export function parseReadDataSubset(spec: string): (packs: Map<string, number>) 
 /** A pack's entries as one comparable string (only for packs listed by more than one index file). */
 const packSig = (blobs: readonly PackedBlob[]) => blobs.map(entrySig).sort().join(',');
 
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
 
 export async function check(repo: Repository, opts: CheckOptions = {}): Promise<CheckResult> {
   const progress = throttleProgress(opts.progress ?? noProgress);
@@ -187,14 +184,13 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   abortIfAsked();
   const trees = await checkTrees(repo, roots, errors, progress, opts.signal);
 
-  // Data: two packs in flight, each verified with its large blobs' decryption, decompression and
-  // hashing on the thread pool (see verifyPackBytes), so both cores work without worker threads.
+  // Data: whole packs verified in worker threads, one per core (verify-worker.ts); where workers
+  // cannot start, on this thread with large blobs' work on libuv's pool (verifyPackBytes).
   let packsRead = 0;
   let bytesRead = 0;
   const readList = [...toRead];
   const verifier = readList.length ? startVerifier(repo.key) : undefined;
   try {
-    // One pack loading while each worker verifies one.
     await mapLimit(readList, verifier?.size ?? 2, async ([id, size]) => {
       abortIfAsked();
       errors.push(...(await readPack(repo, id, size, packIndex.get(id)!.blobs, verifier?.pool)));

@@ -42,8 +42,8 @@ export function compareHeader(packId: string, index: readonly PackedBlob[], head
   return out;
 }
 
-
-function describe(err: unknown): string {
+/** An error as the one-line text a problem report carries. */
+export function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 

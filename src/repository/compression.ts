@@ -103,23 +103,6 @@ export async function decompress(data: Uint8Array, what = 'data'): Promise<Buffe
   }
 }
 
-/**
- * Decompresses synchronously whatever the size when zstd-napi is available (for worker threads,
- * where blocking is the point); frames it cannot decode that way (no content size in the header)
- * and damaged input go the asynchronous way, which reads the former and reports the latter.
- */
-export function decompressNow(data: Uint8Array, what = 'data'): Buffer | Promise<Buffer> {
-  const z = syncZstd();
-  if (z) {
-    try {
-      return (decompressor ??= new z.Decompressor()).decompress(asBuffer(data));
-    } catch {
-      // below
-    }
-  }
-  return decompress(data, what);
-}
-
 interface ZstdBinding {
   DCtx: new () => { decompress(dst: Uint8Array, src: Uint8Array): number };
   getFrameContentSize(frame: Uint8Array): number | null;
@@ -132,7 +115,8 @@ const SCRATCH_MAX = 64 * 1024 * 1024;
  * Synchronous decompression into one reused buffer: each result is a view that the next call
  * overwrites. For verification in worker threads, which hash a plaintext and drop it: a fresh
  * buffer per blob was most of their garbage (two packs' worth of plaintext per worker before V8
- * collected it). Frames without a content size, and damaged ones, go through decompressNow.
+ * collected it). Frames without a content size, larger ones and damaged ones go through
+ * decompress (a buffer of their own; damage reported there).
  */
 export class ScratchDecompressor {
   private readonly binding: ZstdBinding | undefined;
@@ -161,6 +145,6 @@ export class ScratchDecompressor {
         // below, with the error reported there
       }
     }
-    return decompressNow(data, what);
+    return decompress(data, what);
   }
 }
