@@ -3,7 +3,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,6 +41,35 @@ test('unknown flag: exit 2, exactly one line on stderr, nothing on stdout', () =
   assert.equal(r.out, '');
   assert.equal(r.stderr.split('\n').length, 2, JSON.stringify(r.stderr)); // one line + final newline
   assert.match(r.stderr, /^dmctl: Nonexistent flag: --no-such-flag .*\n$/);
+});
+
+test('unknown command: exit 2, one line and a hint naming the closest command', () => {
+  const r = dmctl(['repo', 'inti']);
+  assert.equal(r.code, 2);
+  assert.equal(r.out, '');
+  assert.equal(r.stderr, 'dmctl: unknown command "repo inti"\nhint: did you mean `dmctl repo init`? See `dmctl --help`\n');
+  const far = dmctl(['frobnicate', '--fast']);
+  assert.equal(far.code, 2);
+  assert.equal(far.stderr, 'dmctl: unknown command "frobnicate"\nhint: see `dmctl --help` for the commands\n');
+});
+
+test('datamover contract: an unknown mode or protocol is one line with a hint and a non-zero exit', async () => {
+  const creds = join(home, 'client-creds');
+  await mkdir(creds, { recursive: true });
+  await writeFile(join(creds, 'alice'), 'alice@dmctl:pw\n');
+  const mode = dmctl(['datamover', 'backup_everything', '/data'], { PROTOCOLS: 'restic-rest:8000' });
+  assert.equal(mode.code, 2);
+  assert.match(mode.stderr, /^dmctl: unknown datamover mode "backup_everything"\nhint: the datamover contract's modes are backup_files, backup_stream, restore_files, restore_stream\n$/);
+  const env = { SERVER_URL: 'https://dm.ns.svc:8000/', SERVER_DATA: JSON.stringify({ fingerprint: 'ab'.repeat(32) }) };
+  const proto = dmctl(['datamover', 'backup_files', home, '--credentials-dir', creds], { ...env, PROTOCOLS: 'kopia-v0-17-0:51515' });
+  assert.equal(proto.code, 2);
+  assert.match(proto.stderr, /^dmctl: none of the protocols in PROTOCOLS is supported: kopia-v0-17-0\nhint: this datamover speaks restic-rest/);
+  const none = dmctl(['datamover', 'restore_stream', join(home, 'pipe'), '--credentials-dir', creds], env);
+  assert.equal(none.code, 2);
+  assert.match(none.stderr, /^dmctl: PROTOCOLS is not set\n/);
+  const noPin = dmctl(['datamover', 'backup_stream', join(home, 'pipe'), '--credentials-dir', creds], { PROTOCOLS: 'restic-rest:8000', SERVER_URL: env.SERVER_URL });
+  assert.equal(noPin.code, 2);
+  assert.match(noPin.stderr, /^dmctl: SERVER_DATA has no certificate fingerprint\n/);
 });
 
 test('missing argument: exit 2, one line naming it', () => {

@@ -191,6 +191,28 @@ describe('cluster mode through the Kubernetes API stand-in', { timeout: 600_000 
     assert.equal(api.all().length, count);
   });
 
+  it('server refresh --kube replaces the server pod, waits until the new one is ready, and it serves', async () => {
+    const before = await dm(['server', 'status', '--kube', '--name', 'dm', '--json']);
+    assert.equal(before.code, 0, explain(before));
+    const b = JSON.parse(before.stdout.toString()) as { fingerprint: string; pods: { name: string }[] };
+    const r = await dm(['server', 'refresh', '--kube', '--name', 'dm', '--json', '--timeout', '60s']);
+    assert.equal(r.code, 0, explain(r));
+    const info = JSON.parse(r.stdout.toString()) as { ready: boolean; fingerprint: string };
+    assert.equal(info.ready, true);
+    assert.equal(info.fingerprint, b.fingerprint, 'the TLS secret is kept');
+    const after = await dm(['server', 'status', '--kube', '--name', 'dm', '--json']);
+    assert.equal(after.code, 0, explain(after));
+    const a = JSON.parse(after.stdout.toString()) as { serverReady: boolean; pods: { name: string; ready: boolean }[] };
+    assert.equal(a.serverReady, true);
+    assert.equal(a.pods.length, 1);
+    assert.notEqual(a.pods[0]!.name, b.pods[0]!.name, 'a new pod');
+    assert.equal(a.pods[0]!.ready, true);
+    const count = await snapshotCount();
+    const ok = await dm(['backup-stream', '--kube', '--image', 'registry.example/dmctl:test', '--server', 'dm', '--user', 'alice', '--name', 'after-refresh', '--', 'sh', '-c', 'printf x']);
+    assert.equal(ok.code, 0, explain(ok));
+    assert.equal(await snapshotCount(), count + 1);
+  });
+
   it('check --kube runs a maintenance pod next to the server\'s storage', async () => {
     const r = await dm(['check', '--kube', '--server', 'dm']);
     assert.equal(r.code, 0, explain(r));

@@ -1,0 +1,48 @@
+// oclif's command_not_found hook: an unknown command (or datamover mode) is one line, a hint and exit code 2,
+// in the same shape as every other usage error, instead of oclif's default banner.
+import type { Hook } from '@oclif/core';
+import { EXIT_CODES } from '../core/errors.js';
+import { errColors } from '../ui/format.js';
+
+/** Levenshtein distance, for a "did you mean" on typos. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
+}
+
+const hook: Hook<'command_not_found'> = async function (opts) {
+  // With a space as topic separator oclif joins the leading words into the id: "datamover:foo:/data".
+  const words = opts.id.split(':');
+  const known = opts.config.commandIDs.map((id) => id.replaceAll(':', ' '));
+  let message: string;
+  let hint: string;
+  if (words[0] === 'datamover' && words.length > 1) {
+    message = `unknown datamover mode "${words[1]}"`;
+    hint = `the datamover contract's modes are ${known.filter((k) => k.startsWith('datamover ')).map((k) => k.slice(10)).join(', ')}`;
+  } else {
+    // The longest prefix of the words that names a topic or command tells what was meant.
+    let typed = words[0]!;
+    for (let n = words.length; n > 0; n--) {
+      const p = words.slice(0, n).join(' ');
+      if (known.some((k) => k.startsWith(`${p} `))) {
+        typed = words.slice(0, n + 1).join(' ');
+        break;
+      }
+    }
+    message = `unknown command "${typed}"`;
+    const close = known.filter((k) => k.split(' ').length === typed.split(' ').length).map((k) => ({ k, d: distance(k, typed) })).filter((x) => x.d <= 2).sort((x, y) => x.d - y.d)[0];
+    hint = close ? `did you mean \`${opts.config.bin} ${close.k}\`? See \`${opts.config.bin} --help\`` : `see \`${opts.config.bin} --help\` for the commands`;
+  }
+  const c = errColors();
+  process.stderr.write(c.red(`${opts.config.bin}: ${message}`) + '\n');
+  process.stderr.write(c.dim(`hint: ${hint}`) + '\n');
+  process.exitCode = EXIT_CODES.USAGE;
+  return undefined;
+};
+
+export default hook;
