@@ -1,5 +1,6 @@
-// oclif's command_not_found hook: an unknown command (or datamover mode) is one line, a hint and exit code 2,
-// in the same shape as every other usage error, instead of oclif's default banner.
+// oclif's command_not_found hook. Flags before the command (restic's `-r REPO snapshots`) are moved behind it;
+// an unknown command (or datamover mode) is one line, a hint and exit code 2, in the same shape as every other
+// usage error, instead of oclif's default banner.
 import type { Hook } from '@oclif/core';
 import { EXIT_CODES } from '../core/errors.js';
 import { errColors } from '../ui/format.js';
@@ -15,7 +16,34 @@ function distance(a: string, b: string): number {
   return prev[b.length]!;
 }
 
+/**
+ * restic users type the repository first: `dmctl -r /srv/repo snapshots`. oclif wants the command first, so find
+ * the first run of words after the leading flags that names a command and move it to the front.
+ */
+function commandAfterFlags(tokens: string[], ids: Set<string>): { id: string; argv: string[] } | undefined {
+  for (let i = 1; i < tokens.length; i++) {
+    if (tokens[i] === '--') return undefined;
+    for (let n = Math.min(3, tokens.length - i); n > 0; n--) {
+      const id = tokens.slice(i, i + n).join(':');
+      if (ids.has(id)) return { id, argv: [...tokens.slice(0, i), ...tokens.slice(i + n)] };
+    }
+  }
+  return undefined;
+}
+
 const hook: Hook<'command_not_found'> = async function (opts) {
+  if (opts.id.startsWith('-')) {
+    const found = commandAfterFlags([opts.id, ...(opts.argv ?? [])], new Set(opts.config.commandIDs));
+    if (found) return opts.config.runCommand(found.id, found.argv);
+  }
+  const c = errColors();
+  const fail = (message: string, hint: string) => {
+    process.stderr.write(c.red(`${opts.config.bin}: ${message}`) + '\n');
+    process.stderr.write(c.dim(`hint: ${hint}`) + '\n');
+    process.exitCode = EXIT_CODES.USAGE;
+    return undefined;
+  };
+  if (opts.id.startsWith('-')) return fail('no known command among the arguments', `name one before or after the flags, e.g. \`${opts.config.bin} snapshots -r REPO\`; see \`${opts.config.bin} --help\``);
   // With a space as topic separator oclif joins the leading words into the id: "datamover:foo:/data".
   const words = opts.id.split(':');
   const known = opts.config.commandIDs.map((id) => id.replaceAll(':', ' '));
@@ -38,11 +66,7 @@ const hook: Hook<'command_not_found'> = async function (opts) {
     const close = known.filter((k) => k.split(' ').length === typed.split(' ').length).map((k) => ({ k, d: distance(k, typed) })).filter((x) => x.d <= 2).sort((x, y) => x.d - y.d)[0];
     hint = close ? `did you mean \`${opts.config.bin} ${close.k}\`? See \`${opts.config.bin} --help\`` : `see \`${opts.config.bin} --help\` for the commands`;
   }
-  const c = errColors();
-  process.stderr.write(c.red(`${opts.config.bin}: ${message}`) + '\n');
-  process.stderr.write(c.dim(`hint: ${hint}`) + '\n');
-  process.exitCode = EXIT_CODES.USAGE;
-  return undefined;
+  return fail(message, hint);
 };
 
 export default hook;

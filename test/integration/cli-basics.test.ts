@@ -53,6 +53,24 @@ test('unknown command: exit 2, one line and a hint naming the closest command', 
   assert.equal(far.stderr, 'dmctl: unknown command "frobnicate"\nhint: see `dmctl --help` for the commands\n');
 });
 
+test('flags before the command, as restic users type them: dmctl -r REPO snapshots', async () => {
+  const repo = join(home, 'flags-first-repo');
+  const pw = join(home, 'flags-first.pw');
+  await writeFile(pw, 'flags first\n');
+  const init = dmctl(['repo', 'init', '--repo', repo, '--password-file', pw, '--json']);
+  assert.equal(init.code, 0, init.stderr);
+  const id = (JSON.parse(init.out) as { id: string }).id;
+  const snaps = dmctl(['-r', repo, '--password-file', pw, 'snapshots', '--json']);
+  assert.equal(snaps.code, 0, snaps.stderr);
+  assert.deepEqual(JSON.parse(snaps.out), []);
+  const status = dmctl(['--password-file', pw, '-r', repo, '--json', 'repo', 'status']);
+  assert.equal(status.code, 0, status.stderr);
+  assert.equal((JSON.parse(status.out) as { id: string }).id, id);
+  const none = dmctl(['-r', repo, '--password-file', pw]);
+  assert.equal(none.code, 2);
+  assert.match(none.stderr, /^dmctl: no known command among the arguments\nhint: /);
+});
+
 test('datamover contract: an unknown mode or protocol is one line with a hint and a non-zero exit', async () => {
   const creds = join(home, 'client-creds');
   await mkdir(creds, { recursive: true });
