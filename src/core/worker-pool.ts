@@ -7,7 +7,7 @@
 //
 // The worker module answers each message {job, req} with {job, ok: true, res} or {job, ok: false,
 // message}; see serveJobs below. Idle workers do not keep the process alive.
-import { Worker, parentPort, workerData } from 'node:worker_threads';
+import { Worker, parentPort, workerData, type ResourceLimits } from 'node:worker_threads';
 import os from 'node:os';
 
 interface Pending {
@@ -34,9 +34,9 @@ export class WorkerPool {
   private nextJob = 1;
   private broken: Error | undefined;
 
-  constructor(file: URL, size: number, data?: unknown) {
+  constructor(file: URL, size: number, data?: unknown, resourceLimits?: ResourceLimits) {
     for (let i = 0; i < size; i++) {
-      const slot: Slot = { worker: new Worker(file, { workerData: data }), busy: undefined, job: 0 };
+      const slot: Slot = { worker: new Worker(file, { workerData: data, resourceLimits }), busy: undefined, job: 0 };
       slot.worker.unref();
       slot.worker.on('message', (m: Reply) => this.onReply(slot, m));
       const fail = (err: Error) => {

@@ -21,6 +21,9 @@ export interface ApplyMetadataOptions {
 const O_PATH = 0o10000000;
 const O_DIRECTORY = 0o200000;
 
+/** Whether this process can restore owners (it runs as root); asked once. */
+const isRoot = typeof process.geteuid === 'function' && process.geteuid() === 0;
+
 function shown(path: Buffer): string {
   return goQuote(path);
 }
@@ -82,7 +85,7 @@ export async function applyMetadata(path: Buffer, node: Node, opts: ApplyMetadat
     first ??= e;
   };
 
-  if (opts.owner && typeof process.geteuid === 'function' && process.geteuid() === 0) {
+  if (opts.owner && isRoot) {
     try {
       await lchown(path, node.uid, node.gid);
     } catch (err) {
@@ -122,38 +125,49 @@ export async function applyMetadata(path: Buffer, node: Node, opts: ApplyMetadat
   if (first) throw first;
 }
 
+/** What a regular file or symlink without extended attributes needs restored, in plain values a worker can take. */
+export interface FileMeta {
+  /** chmod mode (permissions, setuid, setgid, sticky). */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Times as utimeSeconds gives them. */
+  atime: string;
+  mtime: string;
+}
+
+export function fileMeta(node: Node): FileMeta {
+  return { mode: posixMode(node.mode), uid: node.uid, gid: node.gid, atime: utimeSeconds(node.atime), mtime: utimeSeconds(node.mtime) };
+}
+
 /**
- * applyMetadata with blocking calls, for the restore of many small files (each call is a few
- * microseconds; the async versions cost the main thread a thread-pool round trip each). Returns
- * false without doing anything when the node has extended attributes: use applyMetadata then.
+ * Metadata of a regular file (or a symlink: no chmod, lutimes) with blocking calls, for the restore of many small files (each call is a
+ * few microseconds; the async versions cost a thread-pool round trip each). Same order and error
+ * handling as applyMetadata: every step is attempted, the first failure thrown afterwards.
  */
-export function applyMetadataSync(path: Buffer, node: Node, opts: ApplyMetadataOptions): boolean {
-  if (node.extendedAttributes?.length) return false;
+export function applyFileMetaSync(path: Buffer, meta: FileMeta, owner: boolean, symlink = false): void {
   let first: TargetError | undefined;
-  if (opts.owner && typeof process.geteuid === 'function' && process.geteuid() === 0) {
+  if (owner && isRoot) {
     try {
-      lchownSync(path, node.uid, node.gid);
+      lchownSync(path, meta.uid, meta.gid);
     } catch (err) {
       first ??= targetError('cannot change owner of', path, err);
     }
   }
-  if (node.type !== 'symlink') {
+  if (!symlink) {
     try {
-      chmodSync(path, posixMode(node.mode));
+      chmodSync(path, meta.mode);
     } catch (err) {
       first ??= targetError('cannot change mode of', path, err);
     }
   }
   try {
-    const atime = utimeSeconds(node.atime);
-    const mtime = utimeSeconds(node.mtime);
-    if (node.type === 'symlink') lutimesSync(path, atime as unknown as number, mtime as unknown as number);
-    else utimesSync(path, atime as unknown as number, mtime as unknown as number);
+    if (symlink) lutimesSync(path, meta.atime as unknown as number, meta.mtime as unknown as number);
+    else utimesSync(path, meta.atime as unknown as number, meta.mtime as unknown as number);
   } catch (err) {
     first ??= targetError('cannot set times of', path, err);
   }
   if (first) throw first;
-  return true;
 }
 
 const REPLACEMENT = Buffer.from('\ufffd', 'utf8');

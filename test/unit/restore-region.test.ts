@@ -1,0 +1,137 @@
+// The restore's data phase for one read region of a pack (restore-region.ts): on the main thread with
+// synchronous operations and in the worker threads the restorer uses, an intact region creates whole
+// files with their metadata and writes parts of larger files at their offsets; a damaged blob writes
+// nothing and is named; a write that fails stops the job and says where.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { newMasterKey, open, seal, sha256hex } from '../../src/repository/crypto.js';
+import { compress, ScratchDecompressor } from '../../src/repository/compression.js';
+import { PackBuilder } from '../../src/repository/pack.js';
+import { createSized, restoreRegion, type RegionBlob, type RegionJob, type RegionResult } from '../../src/restorer/restore-region.js';
+import { WorkerPool } from '../../src/core/worker-pool.js';
+
+const key = newMasterKey();
+let dir: string;
+
+before(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'dm-restore-region-'));
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Three blobs: a small compressible one, a random one stored uncompressed, a large compressible one. */
+async function makePack() {
+  const pb = new PackBuilder('data');
+  const plains = [Buffer.from('hello, restore\n'.repeat(40)), crypto.randomBytes(70_000), Buffer.from('x'.repeat(300_000) + 'end')];
+  for (const [i, plain] of plains.entries()) {
+    if (i === 1) pb.add(sha256hex(plain), seal(key, plain), 0);
+    else pb.add(sha256hex(plain), seal(key, await compress(plain)), plain.length);
+  }
+  return { ...pb.finish(key), plains };
+}
+
+const meta = { mode: 0o640, uid: process.getuid!(), gid: process.getgid!(), atime: '1700000000.000123500', mtime: '1600000000.000456500' };
+
+/** Blob 0 is two whole files (deduplicated), blobs 1 and 2 are the two parts of `big`. */
+function regionBlobs(sub: string, packed: { id: string; offset: number; length: number; uncompressedLength?: number }[], plains: Buffer[]): RegionBlob[] {
+  const p = (name: string) => Buffer.from(path.join(dir, sub, name));
+  return [
+    { id: packed[0]!.id, at: packed[0]!.offset, length: packed[0]!.length, uncompressedLength: packed[0]!.uncompressedLength ?? 0, targets: [{ path: p('a'), offset: 0, whole: { meta } }, { path: p('a-copy'), offset: 0, whole: {} }] },
+    { id: packed[1]!.id, at: packed[1]!.offset, length: packed[1]!.length, uncompressedLength: packed[1]!.uncompressedLength ?? 0, targets: [{ path: p('big'), offset: 0 }] },
+    { id: packed[2]!.id, at: packed[2]!.offset, length: packed[2]!.length, uncompressedLength: packed[2]!.uncompressedLength ?? 0, targets: [{ path: p('big'), offset: plains[1]!.length }] },
+  ];
+}
+
+const scratch = new ScratchDecompressor();
+const mainThread = (job: RegionJob) => restoreRegion(key, job, { open, decompress: (d, what) => scratch.decompress(d, what), sha256hex });
+
+function workerPool(): WorkerPool {
+  return new WorkerPool(new URL('../../src/restorer/restore-worker.js', import.meta.url), 2, { encrypt: key.encrypt, macK: key.macK, macR: key.macR });
+}
+
+async function both(sub: string, data: Buffer, packed: Parameters<typeof regionBlobs>[1], plains: Buffer[], pool: WorkerPool) {
+  const results: RegionResult[] = [];
+  for (const way of ['main', 'worker'] as const) {
+    const d = `${sub}-${way}`;
+    rmSync(path.join(dir, d), { recursive: true, force: true });
+    mkdirSync(path.join(dir, d));
+    createSized(Buffer.from(path.join(dir, d, 'big')), plains[1]!.length + plains[2]!.length);
+    const blobs = regionBlobs(d, packed, plains);
+    const buf = new Uint8Array(data).buffer;
+    const job: RegionJob = { packId: 'ab'.repeat(32), buf, blobs, owner: false };
+    results.push(way === 'main' ? await mainThread(job) : await pool.run<RegionResult>(job, [buf]));
+  }
+  return results;
+}
+
+test('an intact region: whole files with their metadata, parts at their offsets; the same in a worker', async () => {
+  const { data, blobs: packed, plains } = await makePack();
+  const pool = workerPool();
+  try {
+    const results = await both('intact', data, packed, plains, pool);
+    for (const [i, res] of results.entries()) {
+      const d = path.join(dir, `intact-${i ? 'worker' : 'main'}`);
+      assert.deepEqual(res.damaged, []);
+      assert.deepEqual(res.metaErrors, []);
+      assert.equal(res.fatal, undefined);
+      assert.equal(res.done, 3);
+      assert.equal(res.bytes, 2 * plains[0]!.length + plains[1]!.length + plains[2]!.length);
+      // Times first: reading the file may update its atime.
+      const st = statSync(path.join(d, 'a'), { bigint: true });
+      assert.equal(Number(st.mode) & 0o7777, 0o640);
+      assert.equal(st.mtimeNs, 1600000000000456000n);
+      assert.equal(st.atimeNs, 1700000000000123000n);
+      assert.deepEqual(readFileSync(path.join(d, 'a')), plains[0]);
+      assert.deepEqual(readFileSync(path.join(d, 'a-copy')), plains[0]);
+      assert.deepEqual(readFileSync(path.join(d, 'big')), Buffer.concat([plains[1]!, plains[2]!]));
+      // No metadata asked for: created private, the restorer sets it later.
+      assert.equal(statSync(path.join(d, 'a-copy')).mode & 0o7777, 0o600);
+    }
+  } finally {
+    await pool.close();
+  }
+});
+
+test('a flipped bit in a blob: that blob is named and nothing of it is written; the others are', async () => {
+  const { data, blobs: packed, plains } = await makePack();
+  const pool = workerPool();
+  try {
+    for (const bad of [0, 1, 2]) {
+      const broken = Buffer.from(data);
+      broken[packed[bad]!.offset + Math.floor(packed[bad]!.length / 2)] ^= 0x04;
+      const results = await both(`flip${bad}`, broken, packed, plains, pool);
+      for (const [i, res] of results.entries()) {
+        const d = path.join(dir, `flip${bad}-${i ? 'worker' : 'main'}`);
+        assert.equal(res.damaged.length, 1);
+        assert.equal(res.damaged[0]!.blob, bad);
+        assert.match(res.damaged[0]!.message, new RegExp(`data blob ${packed[bad]!.id.slice(0, 10)} in pack abababab.*MAC`));
+        assert.equal(res.fatal, undefined);
+        assert.equal(res.done, 3);
+        const big = readFileSync(path.join(d, 'big'));
+        const n1 = plains[1]!.length;
+        assert.deepEqual(big.subarray(0, n1), bad === 1 ? Buffer.alloc(n1) : plains[1]);
+        assert.deepEqual(big.subarray(n1), bad === 2 ? Buffer.alloc(plains[2]!.length) : plains[2]);
+        assert.equal(statSync(path.join(d, 'a'), { throwIfNoEntry: false }) !== undefined, bad !== 0);
+      }
+    }
+  } finally {
+    await pool.close();
+  }
+});
+
+test('a write that fails stops the job at that blob with the error code; what came before is complete, nothing after is written', async () => {
+  const { data, blobs: packed, plains } = await makePack();
+  const blobs = regionBlobs('fatal', packed, plains);
+  mkdirSync(path.join(dir, 'fatal'));
+  createSized(Buffer.from(path.join(dir, 'fatal', 'big')), plains[1]!.length + plains[2]!.length);
+  // The second whole file's directory does not exist.
+  blobs[0]!.targets[1]!.path = Buffer.from(path.join(dir, 'fatal', 'missing', 'a-copy'));
+  const res = await mainThread({ packId: 'cd'.repeat(32), buf: new Uint8Array(data).buffer, blobs, owner: false });
+  assert.deepEqual(res.fatal && { blob: res.fatal.blob, target: res.fatal.target, code: res.fatal.code }, { blob: 0, target: 1, code: 'ENOENT' });
+  assert.equal(res.done, 0);
+  assert.deepEqual(readFileSync(path.join(dir, 'fatal', 'a')), plains[0]);
+  assert.deepEqual(readFileSync(path.join(dir, 'fatal', 'big')), Buffer.alloc(plains[1]!.length + plains[2]!.length));
+});
