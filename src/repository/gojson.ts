@@ -140,7 +140,9 @@ export class RawJson {
   constructor(readonly text: string) {}
 }
 
-const NUMBER_RE = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+function isDigit(c: number): boolean {
+  return c >= 0x30 && c <= 0x39;
+}
 
 class Parser {
   private i = 0;
@@ -199,13 +201,35 @@ class Parser {
     return v;
   }
 
+  /** A JSON number (the longest prefix the grammar allows, as a sticky regex would match), scanned without allocating a match. */
   number(): JsonNumber {
-    const re = NUMBER_RE;
-    re.lastIndex = this.i;
-    const m = re.exec(this.s);
-    if (!m) this.fail('bad number');
-    this.i += m[0].length;
-    return new JsonNumber(m[0]);
+    const s = this.s;
+    const start = this.i;
+    let i = start;
+    if (s.charCodeAt(i) === 0x2d) i++;
+    const first = s.charCodeAt(i);
+    if (first === 0x30) i++;
+    else if (first >= 0x31 && first <= 0x39) {
+      i++;
+      while (isDigit(s.charCodeAt(i))) i++;
+    } else this.fail('bad number');
+    if (s.charCodeAt(i) === 0x2e && isDigit(s.charCodeAt(i + 1))) {
+      i += 2;
+      while (isDigit(s.charCodeAt(i))) i++;
+    }
+    const e = s.charCodeAt(i);
+    if (e === 0x65 || e === 0x45) {
+      let j = i + 1;
+      const sign = s.charCodeAt(j);
+      if (sign === 0x2b || sign === 0x2d) j++;
+      if (isDigit(s.charCodeAt(j))) {
+        j++;
+        while (isDigit(s.charCodeAt(j))) j++;
+        i = j;
+      }
+    }
+    this.i = i;
+    return new JsonNumber(s.slice(start, i));
   }
 
   string(): string {

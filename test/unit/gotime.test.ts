@@ -130,3 +130,52 @@ test('calendar fields are in the time own offset, ISO weeks like Go', () => {
   const zero = calendar(ZERO_GO_TIME);
   assert.deepEqual([zero.year, zero.month, zero.day, zero.weekday], [1, 1, 1, 1]); // 0001-01-01 was a Monday
 });
+
+/** The straightforward regex parser that tryParseGoTime replaced: the reference for the differential test. */
+function referenceParse(s: string) {
+  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?(Z|[+-]\d{2}:\d{2})$/.exec(s);
+  if (!m) return undefined;
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  const dim = [31, year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1];
+  if (month < 1 || month > 12 || day < 1 || day > dim! || hour > 23 || minute > 59 || second > 59) return undefined;
+  const nsec = m[7] ? Number(m[7].slice(0, 9).padEnd(9, '0')) : 0;
+  let offsetSec = 0;
+  if (m[8] !== 'Z') {
+    const zh = Number(m[8]!.slice(1, 3));
+    const zm = Number(m[8]!.slice(4, 6));
+    if (zh > 24 || zm > 59) return undefined;
+    offsetSec = (zh * 3600 + zm * 60) * (m[8]![0] === '-' ? -1 : 1);
+  }
+  const d = new Date(0);
+  d.setUTCFullYear(year, month - 1, day); // not Date.UTC: it maps years 0-99 to 1900-1999
+  d.setUTCHours(hour, minute, second, 0);
+  const unixSec = d.getTime() / 1000 - offsetSec;
+  return { unixSec, nsec, offsetSec };
+}
+
+test('tryParseGoTime agrees with a regex parser on valid, mutated and truncated times', async () => {
+  const { tryParseGoTime } = await import('../../src/repository/gotime.js');
+  const seeds = ['2026-11-21T23:50:16.287836401+01:00', '1970-01-01T00:00:00Z', '2024-02-29T12:00:00,5-07:30', '0001-01-01T00:00:00Z', '9999-12-31T23:59:59.9999999999999+24:00', '2023-02-29T00:00:00Z', '2021-06-30T24:00:00Z'];
+  const alphabet = '0123456789-:TZ.,+ x';
+  let rand = 12345;
+  const next = (n: number) => {
+    rand = (rand * 1103515245 + 12345) & 0x7fffffff;
+    return rand % n;
+  };
+  let valid = 0;
+  for (let k = 0; k < 20000; k++) {
+    let s = seeds[next(seeds.length)]!;
+    const edits = next(3);
+    for (let e = 0; e < edits; e++) {
+      const at = next(s.length + 1);
+      const op = next(3);
+      const ch = alphabet[next(alphabet.length)]!;
+      s = op === 0 ? s.slice(0, at) + ch + s.slice(at + 1) : op === 1 ? s.slice(0, at) + s.slice(at + 1) : s.slice(0, at) + ch + s.slice(at);
+    }
+    const got = tryParseGoTime(s);
+    const want = referenceParse(s);
+    if (want) valid++;
+    assert.deepEqual(got && { unixSec: got.unixSec, nsec: got.nsec, offsetSec: got.offsetSec }, want, JSON.stringify(s));
+  }
+  assert.ok(valid > 2000, `enough valid inputs among the mutations (${valid})`);
+});
