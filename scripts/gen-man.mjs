@@ -249,7 +249,8 @@ function mainPage(cmds, ctx, config) {
     ...prose(
       'dmctl writes encrypted, deduplicated backups of directories and streams in the restic repository format (version 2), ' +
         'so restic can read what dmctl writes and the other way round. Results go to stdout (a table, or JSON with `--json`); ' +
-        'progress, warnings and errors go to stderr.\n\nEach command has its own page, e.g. `man dmctl-backup`, and `dmctl COMMAND --help`.',
+        'progress, warnings and errors go to stderr. Options may also come before the command, as restic users write them: ' +
+        '`dmctl -r /srv/repo snapshots`.\n\nEach command has its own page, e.g. `man dmctl-backup`, and `dmctl COMMAND --help`.',
     ),
     '.SH COMMANDS',
   ];

@@ -150,6 +150,23 @@ function isParseError(err: unknown): err is Errors.CLIError & { parse?: unknown 
 }
 
 /** Maps anything thrown to what the user sees. Exported for tests. */
+/**
+ * The one shape of an error for the user: with --json one object on stdout; otherwise `dmctl: MESSAGE`
+ * in red and `hint: HINT` dimmed on stderr. The stack only at debug level.
+ */
+export function writeErrorReport(rep: ErrorReport, json: boolean, debug = false): void {
+  if (json) {
+    const obj = { error: rep.code, message: rep.message, ...(rep.hint ? { hint: rep.hint } : {}), exitCode: rep.exitCode };
+    process.stdout.write(JSON.stringify(obj) + '\n');
+    if (rep.stack && debug) process.stderr.write(rep.stack + '\n');
+    return;
+  }
+  const c = errColors();
+  process.stderr.write(c.red(`dmctl: ${rep.message}`) + '\n');
+  if (rep.hint) process.stderr.write(c.dim(`hint: ${rep.hint}`) + '\n');
+  if (rep.stack && debug) process.stderr.write(c.dim(rep.stack) + '\n');
+}
+
 export function describeError(err: unknown, commandId?: string): ErrorReport {
   if (err instanceof DmctlError) {
     return { code: err.code, message: oneLine(err.message), ...(err.hint ? { hint: oneLine(err.hint) } : {}), exitCode: err.exitCode };
@@ -328,16 +345,7 @@ export abstract class DmctlCommand extends Command {
   }
 
   private printError(rep: ErrorReport): void {
-    if (this.jsonEnabled()) {
-      const obj = { error: rep.code, message: rep.message, ...(rep.hint ? { hint: rep.hint } : {}), exitCode: rep.exitCode };
-      process.stdout.write(JSON.stringify(obj) + '\n');
-      if (rep.stack && this.logLevel() === 'debug') process.stderr.write(rep.stack + '\n');
-      return;
-    }
-    const c = errColors();
-    process.stderr.write(c.red(`dmctl: ${rep.message}`) + '\n');
-    if (rep.hint) process.stderr.write(c.dim(`hint: ${rep.hint}`) + '\n');
-    if (rep.stack && this.logLevel() === 'debug') process.stderr.write(c.dim(rep.stack) + '\n');
+    writeErrorReport(rep, this.jsonEnabled(), this.logLevel() === 'debug');
   }
 
   override async catch(err: Interfaces.CommandError): Promise<void> {

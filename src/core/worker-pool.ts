@@ -23,6 +23,15 @@ interface Slot {
 
 type Reply = { job: number; ok: true; res: unknown } | { job: number; ok: false; message: string };
 
+/**
+ * The memory to hand a worker for `data`: its own ArrayBuffer when the Buffer spans all of it
+ * (`moved`: unusable here afterwards), else a copy (a Buffer sharing Node's pool or a larger read).
+ */
+export function transferable(data: Buffer): { buf: ArrayBuffer; moved: boolean } {
+  const moved = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer;
+  return { buf: moved ? (data.buffer as ArrayBuffer) : new Uint8Array(data).buffer, moved };
+}
+
 /** Workers for CPU-bound jobs: one per core, at least 2, at most `max`. */
 export function workerCount(max = 4): number {
   return Math.max(2, Math.min(max, os.availableParallelism()));

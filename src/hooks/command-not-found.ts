@@ -1,9 +1,9 @@
 // oclif's command_not_found hook. Flags before the command (restic's `-r REPO snapshots`) are moved behind it;
 // an unknown command (or datamover mode) is one line, a hint and exit code 2, in the same shape as every other
-// usage error, instead of oclif's default banner.
+// usage error (one JSON object with --json), instead of oclif's default banner.
 import type { Hook } from '@oclif/core';
-import { EXIT_CODES } from '../core/errors.js';
-import { errColors } from '../ui/format.js';
+import { UsageError } from '../core/errors.js';
+import { describeError, writeErrorReport } from '../base-command.js';
 
 /** Levenshtein distance, for a "did you mean" on typos. */
 function distance(a: string, b: string): number {
@@ -36,11 +36,11 @@ const hook: Hook<'command_not_found'> = async function (opts) {
     const found = commandAfterFlags([opts.id, ...(opts.argv ?? [])], new Set(opts.config.commandIDs));
     if (found) return opts.config.runCommand(found.id, found.argv);
   }
-  const c = errColors();
+  const json = [opts.id, ...(opts.argv ?? [])].includes('--json');
   const fail = (message: string, hint: string) => {
-    process.stderr.write(c.red(`${opts.config.bin}: ${message}`) + '\n');
-    process.stderr.write(c.dim(`hint: ${hint}`) + '\n');
-    process.exitCode = EXIT_CODES.USAGE;
+    const rep = describeError(new UsageError(message, hint));
+    writeErrorReport(rep, json);
+    process.exitCode = rep.exitCode;
     return undefined;
   };
   if (opts.id.startsWith('-')) return fail('no known command among the arguments', `name one before or after the flags, e.g. \`${opts.config.bin} snapshots -r REPO\`; see \`${opts.config.bin} --help\``);

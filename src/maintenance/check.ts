@@ -16,8 +16,8 @@ import { Repository } from '../repository/repository.js';
 import { decodeSnapshot } from '../repository/snapshot.js';
 import { compareHeader, describe, entrySig, verifyPackBytes } from './verify-pack.js';
 import type { VerifyJob } from './verify-worker.js';
-import { WorkerPool, workerCount } from '../core/worker-pool.js';
-import type { MasterKey } from '../repository/crypto.js';
+import { transferable, WorkerPool, workerCount } from '../core/worker-pool.js';
+import { masterKeyData, type MasterKey } from '../repository/crypto.js';
 
 export interface CheckOptions {
   /** Read every pack (--read-data). */
@@ -346,7 +346,7 @@ async function checkTrees(
 function startVerifier(key: MasterKey): { pool: WorkerPool; size: number } | undefined {
   const size = workerCount();
   try {
-    return { pool: new WorkerPool(new URL('./verify-worker.js', import.meta.url), size, { encrypt: key.encrypt, macK: key.macK, macR: key.macR }), size };
+    return { pool: new WorkerPool(new URL('./verify-worker.js', import.meta.url), size, masterKeyData(key)), size };
   } catch {
     return undefined;
   }
@@ -365,9 +365,7 @@ async function readPack(repo: Repository, id: string, size: number, indexBlobs: 
   const data = await load();
   if (!Buffer.isBuffer(data)) return data;
   if (pool) {
-    // The pack's buffer moves to the worker; one that shares its memory with others is copied first.
-    const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer;
-    const buf = own ? (data.buffer as ArrayBuffer) : new Uint8Array(data).buffer;
+    const { buf } = transferable(data);
     try {
       return await pool.run<CheckProblem[]>({ id, buf, blobs: indexBlobs } satisfies VerifyJob, [buf]);
     } catch {

@@ -3,7 +3,7 @@
 // thread-pool round trip per blob. Job: {id, buf (the pack's bytes, transferred), blobs}; the
 // master key comes as workerData. Answer: the problems found.
 import { ScratchDecompressor } from '../repository/compression.js';
-import { MasterKey, open, sha256hex } from '../repository/crypto.js';
+import { MasterKey, masterKeyFromData, MasterKeyData, open, sha256hex } from '../repository/crypto.js';
 import type { PackedBlob } from '../repository/pack.js';
 import { serveJobs } from '../core/worker-pool.js';
 import { collectGarbage } from '../core/gc.js';
@@ -16,12 +16,6 @@ export interface VerifyJob {
   blobs: readonly PackedBlob[];
 }
 
-interface KeyData {
-  encrypt: Uint8Array;
-  macK: Uint8Array;
-  macR: Uint8Array;
-}
-
 // One blob at a time, each plaintext hashed before the next is decompressed into the same buffer.
 const scratch = new ScratchDecompressor();
 const syncOps: VerifyOps = { open, decompress: (d, what) => scratch.decompress(d, what), sha256hex, blobConcurrency: 1 };
@@ -30,10 +24,7 @@ let key: MasterKey | undefined;
 
 serveJobs<VerifyJob, CheckProblem[]>(
   (job, data) => {
-    if (!key) {
-      const k = data as KeyData;
-      key = { encrypt: Buffer.from(k.encrypt), macK: Buffer.from(k.macK), macR: Buffer.from(k.macR) };
-    }
+    key ??= masterKeyFromData(data as MasterKeyData);
     return verifyPackBytes(key, job.id, Buffer.from(job.buf), job.blobs, syncOps);
   },
   // The pack (16 MiB or more) and its decrypted blobs are garbage now, held outside V8's heap:

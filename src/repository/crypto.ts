@@ -82,6 +82,21 @@ export function seal(key: MasterKey, plaintext: Uint8Array): Buffer {
   return assemble(key, iv, crypto.createCipheriv('aes-256-ctr', key.encrypt, iv).update(plaintext));
 }
 
+/** A master key as plain bytes a worker thread can be given (structured clone turns Buffers into Uint8Arrays). */
+export interface MasterKeyData {
+  encrypt: Uint8Array;
+  macK: Uint8Array;
+  macR: Uint8Array;
+}
+
+export function masterKeyData(key: MasterKey): MasterKeyData {
+  return { encrypt: key.encrypt, macK: key.macK, macR: key.macR };
+}
+
+export function masterKeyFromData(d: MasterKeyData): MasterKey {
+  return { encrypt: Buffer.from(d.encrypt), macK: Buffer.from(d.macK), macR: Buffer.from(d.macR) };
+}
+
 /** IV ‖ ciphertext ‖ MAC(ciphertext) in one new buffer. */
 function assemble(key: MasterKey, iv: Buffer, ct: Uint8Array): Buffer {
   const out = Buffer.allocUnsafe(IV_SIZE + ct.length + MAC_SIZE);

@@ -61,8 +61,11 @@ function errInfo(err: unknown): { code?: string; message: string } {
   return { code: e?.code, message: e?.message ?? String(err) };
 }
 
-/** Creates `p` holding `data`: exclusive create, and only if something is there, remove it and create again. */
-function createWhole(p: Buffer, data: Uint8Array): void {
+/**
+ * Creates `p` holding `data` without following or reusing what is there: exclusive create, and only if
+ * something exists (a re-restore) remove it and create again. The common case is one open.
+ */
+export function createWhole(p: Buffer, data: Uint8Array): void {
   let fd: number;
   try {
     fd = openSync(p, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);

@@ -2,7 +2,7 @@
 // not copied), restored by restoreRegion with synchronous decryption, decompression into one reused
 // buffer, hashing and file calls. The master key comes as workerData.
 import { ScratchDecompressor } from '../repository/compression.js';
-import { MasterKey, open, sha256hex } from '../repository/crypto.js';
+import { MasterKey, masterKeyFromData, MasterKeyData, open, sha256hex } from '../repository/crypto.js';
 import { serveJobs } from '../core/worker-pool.js';
 import { restoreRegion, type RegionJob, type RegionOps, type RegionResult } from './restore-region.js';
 
@@ -11,9 +11,6 @@ const ops: RegionOps = { open, decompress: (d, what) => scratch.decompress(d, wh
 let key: MasterKey | undefined;
 
 serveJobs<RegionJob, RegionResult>((job, data) => {
-  if (!key) {
-    const k = data as { encrypt: Uint8Array; macK: Uint8Array; macR: Uint8Array };
-    key = { encrypt: Buffer.from(k.encrypt), macK: Buffer.from(k.macK), macR: Buffer.from(k.macR) };
-  }
+  key ??= masterKeyFromData(data as MasterKeyData);
   return restoreRegion(key, job, ops);
 });

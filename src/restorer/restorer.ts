@@ -18,11 +18,11 @@ import { BlobLocation } from '../repository/index-file.js';
 import { Node, decodeTree } from '../repository/tree.js';
 import { SnapshotEntry, SnapshotFilter, findSnapshot } from '../repository/snapshots.js';
 import { RepoLock } from '../repository/lock.js';
-import { OVERHEAD, open as openSealed, sha256hex } from '../repository/crypto.js';
+import { masterKeyData, OVERHEAD, open as openSealed, sha256hex } from '../repository/crypto.js';
 import { ScratchDecompressor } from '../repository/compression.js';
-import { WorkerPool, workerCount } from '../core/worker-pool.js';
+import { transferable, WorkerPool, workerCount } from '../core/worker-pool.js';
 import { applyFileMetaSync, applyMetadata, fileMeta, linkTargetBytes, makeSpecial } from './fsmeta.js';
-import { createSized, restoreRegion, type RegionBlob, type RegionJob, type RegionResult } from './restore-region.js';
+import { createSized, createWhole, restoreRegion, type RegionBlob, type RegionJob, type RegionResult } from './restore-region.js';
 
 export interface RestoreOptions {
   /** ID, prefix or "latest", optionally followed by ":SUBPATH". */
@@ -308,7 +308,7 @@ export class Restorer {
     for (const job of jobs) {
       if (job.blobs.length === 0) {
         try {
-          await createFile(job.path, Buffer.alloc(0));
+          createWhole(job.path, Buffer.alloc(0));
         } catch (err) {
           this.targetError(job.path, err);
         }
@@ -401,7 +401,7 @@ export class Restorer {
     for (const use of uses) {
       if (!use.job.failed) {
         use.job.failed = 'damaged';
-        const msg = err instanceof DmctlError ? err.message : err instanceof Error ? err.message : String(err);
+        const msg = err instanceof Error ? err.message : String(err);
         this.fail(use.job.path, new IntegrityError(`pack ${packId.slice(0, 10)}: ${msg}`));
       }
       await this.jobBlobDone(use.job);
@@ -455,10 +455,9 @@ export class Restorer {
     if (this.pool !== null) return;
     const size = workerCount();
     try {
-      const k = this.repo.key;
       // A small young generation: a worker's objects are short-lived, and V8's default semi-spaces
       // cost ~30 MB per worker for nothing (measured: 43 MB heap → 15 MB, same speed).
-      this.pool = new WorkerPool(new URL('./restore-worker.js', import.meta.url), size, { encrypt: k.encrypt, macK: k.macK, macR: k.macR }, { maxYoungGenerationSizeMb: 4 });
+      this.pool = new WorkerPool(new URL('./restore-worker.js', import.meta.url), size, masterKeyData(this.repo.key), { maxYoungGenerationSizeMb: 4 });
       // One region per worker in flight (the next ones are read meanwhile).
       this.writeSlots = new Semaphore(size);
     } catch {
@@ -469,16 +468,14 @@ export class Restorer {
   private async runRegion(packId: string, start: number, data: Buffer, blobs: RegionBlob[]): Promise<RegionResult> {
     const owner = this.owner;
     if (this.pool) {
-      // The region's buffer moves to the worker; one that shares its memory with others is copied first.
-      const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer;
-      const buf = own ? (data.buffer as ArrayBuffer) : new Uint8Array(data).buffer;
+      const { buf, moved } = transferable(data);
       try {
         return await this.pool.run<RegionResult>({ packId, buf, blobs, owner } satisfies RegionJob, [buf]);
       } catch {
         // The worker failed (damage is an answer, not an error): restore here from now on, reading
         // the region again if its buffer went to the worker.
         this.pool = undefined;
-        if (own) data = await this.repo.backend.load('data', packId, start, blobs.reduce((m, b) => Math.max(m, b.at + b.length), 0));
+        if (moved) data = await this.repo.backend.load('data', packId, start, blobs.reduce((m, b) => Math.max(m, b.at + b.length), 0));
       }
     }
     this.scratch ??= new ScratchDecompressor();
@@ -492,14 +489,16 @@ export class Restorer {
     this.bytes += res.bytes;
     const damaged = new Map(res.damaged.map((d) => [d.blob, d.message]));
     const metaErr = new Map(res.metaErrors.map((m) => [`${m.blob}/${m.target}`, m.message]));
-    const handled = res.fatal ? res.fatal.blob : uses.length;
-    for (let i = 0; i < handled; i++) {
+    // With a fatal write, the targets before it (in its blob too) were written; nothing after it.
+    const blobsSeen = res.fatal ? res.fatal.blob + 1 : uses.length;
+    for (let i = 0; i < blobsSeen; i++) {
       const msg = damaged.get(i);
       if (msg !== undefined) {
         await this.damaged(packId, uses[i]!, new IntegrityError(msg));
         continue;
       }
-      for (let t = 0; t < uses[i]!.length; t++) {
+      const targets = res.fatal && i === res.fatal.blob ? res.fatal.target : uses[i]!.length;
+      for (let t = 0; t < targets; t++) {
         const job = uses[i]![t]!.job;
         if (job.blobs.length > 1) {
           await this.jobBlobDone(job);
@@ -675,20 +674,5 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
     return await new Restorer(repo, opts).run(snap, subpath);
   } finally {
     await lock?.release();
-  }
-}
-
-
-/**
- * Creates `p` holding `data` without following or reusing what is there: exclusive create, and only
- * if something exists (a re-restore) remove it and create again. The common case is one call.
- */
-async function createFile(p: Buffer, data: Buffer): Promise<void> {
-  try {
-    await fsp.writeFile(p, data, { mode: 0o600, flag: 'wx' });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    await fsp.rm(p, { force: true, recursive: true });
-    await fsp.writeFile(p, data, { mode: 0o600, flag: 'wx' });
   }
 }

@@ -2,9 +2,11 @@
 // for 400 MiB (dmctl's own peak RSS, as GNU time reports the kernel's ru_maxrss), and the big stream
 // restores byte for byte.
 //
-// The issue asks for 10%. Measured over several runs: +4%, +5%, +15%, +23% at 4 GiB. Sampled in
-// process, RSS has no upward trend over 2 GiB (160-185 MB throughout); the peak is the maximum of
-// short spikes of in-flight buffers, and a run ten times longer meets more of them. Runs of the same
+// The issue asks for 10%. Measured over several runs: +4% to +33% at 4 GiB (the same code ranges
+// from +11% to +33% on one day). Sampled every 4 s in process, V8's heap stays flat (10-11 MB used)
+// while RSS climbs from ~180 to ~233 MB over the first ~25 s and then stays there: native memory of
+// the thread pool's compression and encryption (glibc arenas) reaching its working size, which a
+// 400 MiB run (~4 s) ends before reaching. Bounded, but not within 10% of the short run. Runs of the same
 // 400 MiB differ by up to 20% among themselves (168-205 MB on a quiet machine). This test holds
 // what dmctl guarantees today, no growth with the stream beyond that noise (25%); the 10% target is
 // reported as not met until the spikes are bounded. scripts/test.sh runs this file alone, after the
