@@ -21,6 +21,18 @@ export const ZSTD_LEVEL = 2;
 /** Level for "max" (restic: SpeedBestCompression, which its library likens to zstd level 11). */
 export const ZSTD_LEVEL_MAX = 11;
 
+/**
+ * zstd parameters for a large blob (the seal workers, seal-worker.ts) compressed at `level`. In auto
+ * mode large blobs (streams, parts of big files) get zstd's fastest strategy with a 64 Ki-entry hash
+ * table: on the bench SQL dump (1.5 MiB chunks) 1.27x faster than level 2 for 0.3% more bytes, and
+ * still 0.9% smaller than restic stores it. Plain level 1 (8 Ki entries) was 1.46x faster but 1.2%
+ * larger, level 3 2x slower and larger.
+ */
+export function zstdParams(level: number): Record<string, number> {
+  if (level === ZSTD_LEVEL) return { compressionLevel: 1, hashLog: 16 };
+  return { compressionLevel: level };
+}
+
 /** Blobs below this size are (de)compressed synchronously when zstd-napi is available. */
 export const SYNC_ZSTD_MAX = 64 * 1024;
 

@@ -15,7 +15,7 @@ export interface MasterKey {
 }
 
 export const OVERHEAD = 32;
-const IV_SIZE = 16;
+export const IV_SIZE = 16;
 const MAC_SIZE = 16;
 const R_MASK = [0xff, 0xff, 0xff, 0x0f, 0xfc, 0xff, 0xff, 0x0f, 0xfc, 0xff, 0xff, 0x0f, 0xfc, 0xff, 0xff, 0x0f];
 
@@ -80,6 +80,31 @@ function newIV(): Buffer {
 export function seal(key: MasterKey, plaintext: Uint8Array): Buffer {
   const iv = newIV();
   return assemble(key, iv, crypto.createCipheriv('aes-256-ctr', key.encrypt, iv).update(plaintext));
+}
+
+/** Plaintext encrypted per cipher call in sealInPlace: every call's output has this one size. */
+const SEAL_PIECE = 64 * 1024;
+
+/**
+ * `seal` in place: `buf` holds the plaintext at [IV_SIZE, IV_SIZE + n) and room for the MAC after
+ * it; writes the IV before it, encrypts it where it is and appends the MAC. Returns the sealed
+ * length (n + OVERHEAD). The cipher runs over fixed-size pieces, so that its output buffers are all
+ * one size and the allocator reuses them (in the seal workers, outputs the size of each blob
+ * fragmented the thread's heap until it grew with the length of a stream).
+ */
+export function sealInPlace(key: MasterKey, buf: Buffer, n: number): number {
+  if (buf.length < n + OVERHEAD) throw new RangeError(`sealInPlace: ${buf.length} bytes of room for ${n + OVERHEAD}`);
+  const iv = newIV();
+  iv.copy(buf, 0);
+  const cipher = crypto.createCipheriv('aes-256-ctr', key.encrypt, iv);
+  for (let off = IV_SIZE; off < IV_SIZE + n; off += SEAL_PIECE) {
+    const end = Math.min(IV_SIZE + n, off + SEAL_PIECE);
+    buf.set(cipher.update(buf.subarray(off, end)), off);
+  }
+  const pk = Buffer.allocUnsafe(32);
+  polyKey(key, iv, pk);
+  sodium.crypto_onetimeauth(buf.subarray(IV_SIZE + n, IV_SIZE + n + MAC_SIZE), buf.subarray(IV_SIZE, IV_SIZE + n), pk);
+  return n + OVERHEAD;
 }
 
 /** A master key as plain bytes a worker thread can be given (structured clone turns Buffers into Uint8Arrays). */

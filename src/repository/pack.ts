@@ -91,7 +91,12 @@ export class PackBuilder {
     return this.blobs.length;
   }
 
-  add(id: string, sealed: Buffer, uncompressedLength: number): PackedBlob {
+  /** `written`, if given, says `sealed` is borrowed memory: it is copied and `written` called at once. */
+  add(id: string, sealed: Buffer, uncompressedLength: number, written?: () => void): PackedBlob {
+    if (written) {
+      sealed = Buffer.from(sealed);
+      written();
+    }
     const b: PackedBlob = { type: this.type, id, offset: this.size, length: sealed.length, uncompressedLength };
     this.blobs.push(b);
     this.parts.push(sealed);
@@ -186,15 +191,18 @@ export class FilePackBuilder {
 
   /** Sealed blobs not yet written (small blobs are written in batches, one writev per ~1 MiB). */
   private batch: Buffer[] = [];
+  private batchWritten: (() => void)[] = [];
   private batchBytes = 0;
   private batchStart = 0;
 
-  add(id: string, sealed: Buffer, uncompressedLength: number): PackedBlob {
+  /** `written`, if given, is called once `sealed` is written (or the pack abandoned) and no longer read. */
+  add(id: string, sealed: Buffer, uncompressedLength: number, written?: () => void): PackedBlob {
     const b: PackedBlob = { type: this.type, id, offset: this.size, length: sealed.length, uncompressedLength };
     this.blobs.push(b);
     this.hash.update(sealed);
     if (!this.batch.length) this.batchStart = this.size;
     this.batch.push(sealed);
+    if (written) this.batchWritten.push(written);
     this.batchBytes += sealed.length;
     this.size += sealed.length;
     if (this.batchBytes >= WRITE_BATCH) this.flushBatch();
@@ -204,8 +212,10 @@ export class FilePackBuilder {
   private flushBatch(): void {
     if (!this.batch.length) return;
     const bufs = this.batch;
+    const written = this.batchWritten;
     const pos = this.batchStart;
     this.batch = [];
+    this.batchWritten = [];
     this.batchBytes = 0;
     const bytes = this.size - pos;
     this.unwritten += bytes;
@@ -214,6 +224,7 @@ export class FilePackBuilder {
         .catch((err) => (this.failure ??= err))
         .finally(() => {
           this.unwritten -= bytes;
+          for (const w of written) w();
           for (const w of this.writeDone.splice(0)) w();
         }),
     );
@@ -247,6 +258,8 @@ export class FilePackBuilder {
   }
 
   async abort(): Promise<void> {
+    for (const w of this.batchWritten.splice(0)) w();
+    this.batch = [];
     await Promise.allSettled(this.writes);
     await this.fh.close().catch(() => {});
     const { promises: fsp } = await import('node:fs');

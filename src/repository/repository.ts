@@ -14,6 +14,7 @@ import { IndexPack, MasterIndex, decodeIndex, encodeIndex, BlobLocation } from '
 import { addKey, findKey } from './key-file.js';
 import { BlobType, PackBuilder, FilePackBuilder, removeStaleSpool } from './pack.js';
 import { RepoCache } from './cache.js';
+import { SealPool, type HashedChunk } from './seal-pool.js';
 import { decodeUnpacked, encodeUnpacked } from './unpacked.js';
 
 export type UnpackedType = 'index' | 'snapshots' | 'locks';
@@ -373,30 +374,88 @@ export class BlobWriter {
    * packer (not yet stored); awaits storage slots, which gives back-pressure to the caller.
    */
   async save(type: BlobType, id: string, plain: Buffer): Promise<boolean> {
-    if (this.failure) throw this.failure;
-    if (this.has(type, id)) return false;
-    this.pending[type].add(id);
+    if (!this.claim(type, id)) return false;
     let payload: Buffer = plain;
     let ulen = 0;
-    const mustCompress = this.repo.version === 2 && (type === 'tree' || this.compression !== 'off');
-    if (mustCompress && plain.length > 0) {
-      payload = await compress(plain, this.compression === 'max' ? ZSTD_LEVEL_MAX : ZSTD_LEVEL);
+    const level = this.level(type);
+    if (level && plain.length > 0) {
+      payload = await compress(plain, level);
       ulen = plain.length;
     }
     const sealed = await sealAsync(this.repo.key, payload);
+    await this.addSealed(type, id, sealed, ulen, plain.length);
+    return true;
+  }
+
+  /** zstd level for blobs of this type, 0 for none (v1 repositories, `--compression off` data). */
+  private level(type: BlobType): number {
+    if (this.repo.version !== 2 || (type === 'data' && this.compression === 'off')) return 0;
+    return this.compression === 'max' ? ZSTD_LEVEL_MAX : ZSTD_LEVEL;
+  }
+
+  /** Marks a blob as being stored; false when it exists or is already on its way. */
+  private claim(type: BlobType, id: string): boolean {
+    if (this.failure) throw this.failure;
+    if (this.has(type, id)) return false;
+    this.pending[type].add(id);
+    return true;
+  }
+
+  /** Puts a sealed blob into the open packer; awaits the pack's storage when that fills it. */
+  private async addSealed(type: BlobType, id: string, sealed: Buffer, ulen: number, plainLength: number, written?: () => void): Promise<void> {
     let p: Packer | undefined;
-    // Check and add in the same tick: a packer seen here is open (full ones are detached at once).
-    while (!(p = this.packers[type])) await this.packer(type);
-    p.add(id, sealed, ulen);
+    try {
+      // Check and add in the same tick: a packer seen here is open (full ones are detached at once).
+      while (!(p = this.packers[type])) await this.packer(type);
+    } catch (err) {
+      written?.();
+      throw err;
+    }
+    p.add(id, sealed, ulen, written);
     if (type === 'data') this.stats.dataBlobs++;
     else this.stats.treeBlobs++;
-    this.stats.dataAdded += plain.length;
+    this.stats.dataAdded += plainLength;
     this.stats.dataAddedPacked += sealed.length;
     if (p.size + p.headerSize() >= this.packSize) {
       this.packers[type] = undefined;
       await this.store(p);
     } else if (p instanceof FilePackBuilder) await p.drain(MAX_UNWRITTEN);
-    return true;
+  }
+
+  /**
+   * The seal workers for large data blobs, started on first use (undefined where they cannot run:
+   * the blobs then go through save()).
+   */
+  sealPool(): SealPool | undefined {
+    if (this.seals === undefined) {
+      try {
+        this.seals = SealPool.create(this.repo.key) ?? null;
+      } catch {
+        this.seals = null;
+      }
+    }
+    return this.seals ?? undefined;
+  }
+  private seals: SealPool | null | undefined;
+
+  /**
+   * Stores a chunk hashed by the seal workers, unless it exists (then the worker drops it): like
+   * enqueue, returns once the blob is accepted into the bounded queue; sealing goes on in the worker.
+   */
+  async enqueueHashed(type: BlobType, h: HashedChunk, plainLength: number): Promise<void> {
+    try {
+      if (this.failure) throw this.failure;
+      if (this.has(type, h.id)) return h.drop();
+      await this.queueRoom();
+      if (!this.claim(type, h.id)) return h.drop();
+    } catch (err) {
+      h.drop();
+      throw err;
+    }
+    this.track(
+      h.seal(this.level(type)).then(({ sealed, ulen, written }) => this.addSealed(type, h.id, sealed, ulen, plainLength, written)),
+      plainLength,
+    );
   }
 
   private async store(p: Packer): Promise<void> {
@@ -452,13 +511,23 @@ export class BlobWriter {
   async enqueue(type: BlobType, id: string, plain: Buffer): Promise<void> {
     if (this.failure) throw this.failure;
     if (this.has(type, id)) return;
+    await this.queueRoom();
+    if (this.has(type, id)) return;
+    this.track(this.save(type, id, plain), plain.length);
+  }
+
+  /** Waits until the queue of accepted blobs has room (by count and bytes). */
+  private async queueRoom(): Promise<void> {
     while (this.queued.size >= MAX_QUEUED || (this.queuedBytes >= MAX_QUEUED_BYTES && this.queued.size > 0)) {
       await Promise.race(this.queued);
       if (this.failure) throw this.failure;
     }
-    if (this.has(type, id)) return;
-    this.queuedBytes += plain.length;
-    const p = this.save(type, id, plain).then(
+  }
+
+  /** Counts an accepted blob's work against the queue until it is in a packer; failures surface later. */
+  private track(work: Promise<unknown>, bytes: number): void {
+    this.queuedBytes += bytes;
+    const p = work.then(
       () => {},
       (err) => {
         this.failure ??= err;
@@ -466,7 +535,7 @@ export class BlobWriter {
     );
     const tracked = p.finally(() => {
       this.queued.delete(tracked);
-      this.queuedBytes -= plain.length;
+      this.queuedBytes -= bytes;
     });
     this.queued.add(tracked);
   }
@@ -480,7 +549,15 @@ export class BlobWriter {
       if (p instanceof FilePackBuilder) await p.abort();
     }
     await Promise.allSettled(this.queued);
+    await this.closeSeals();
     await Promise.allSettled(this.inFlight);
+  }
+
+  /** Stops the seal workers (a later large blob starts new ones). */
+  private async closeSeals(): Promise<void> {
+    const pool = this.seals;
+    this.seals = undefined;
+    await pool?.close();
   }
 
   private queueIndexWrite(): void {
@@ -498,6 +575,7 @@ export class BlobWriter {
   /** Finishes open packs, waits for every upload, writes the index file(s). */
   async flush(): Promise<WriterStats> {
     await Promise.all(this.queued);
+    await this.closeSeals();
     if (this.failure) throw this.failure;
     await Promise.allSettled([...Object.values(this.creating)]);
     for (const t of ['data', 'tree'] as const) {

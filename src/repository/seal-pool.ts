@@ -1,0 +1,175 @@
+// The main thread's side of the seal workers (seal-worker.ts): large chunks (streams, big files)
+// are hashed, compressed and encrypted there, so the main thread only chunks and writes packs.
+//
+// Why workers and not the thread pool: through WebCrypto and @mongodb-js/zstd each large blob cost
+// four copies and four fresh native buffers (digest input, compressed output, cipher input and
+// output) plus a new zstd context per call. At stream speed that garbage was a quarter of the main
+// thread's time in collections, and the pool threads' malloc arenas grew with the stream's length.
+// A worker keeps one zstd context for good; a chunk comes as a region of shared memory (a stream's
+// ring, archiver/chunk-ring.ts), and the sealed blob is written into this pool's output ring,
+// where the pack writer writes it out from.
+import { Worker } from 'node:worker_threads';
+import { MasterKey, OVERHEAD, masterKeyData } from './crypto.js';
+import { smallBlobZstd } from './compression.js';
+import { workerCount } from '../core/worker-pool.js';
+import { SharedRing } from '../core/shared-ring.js';
+import type { SealReply, SealRequest } from './seal-worker.js';
+
+export interface Sealed {
+  /** A region of the pool's output ring: read it until calling `written`, not after. */
+  sealed: Buffer;
+  /** Plaintext length when compressed, 0 when stored as is. */
+  ulen: number;
+  /** Gives the region back. */
+  written: () => void;
+}
+
+/** Output ring: room for the largest sealed chunk and the blobs waiting to be written. */
+const OUT_RING = 16 * 1024 * 1024;
+
+/** Room a sealed chunk of `len` plaintext bytes may need: zstd's worst case (ZSTD_COMPRESSBOUND) plus IV and MAC. */
+export function sealBound(len: number): number {
+  const small = len < 128 * 1024 ? (128 * 1024 - len) >>> 11 : 0;
+  return len + (len >>> 8) + small + OVERHEAD;
+}
+
+/** A chunk hashed in a worker and kept there until it is sealed or dropped. */
+export interface HashedChunk {
+  id: string;
+  /** Compresses (level 0: not) and encrypts the chunk. */
+  seal(level: number): Promise<Sealed>;
+  /** Forgets the chunk (a duplicate). */
+  drop(): void;
+}
+
+interface Slot {
+  worker: Worker;
+  /** Requests awaiting an answer. */
+  waiting: Map<number, { resolve: (m: SealReply) => void; reject: (e: Error) => void }>;
+  /** Chunk bytes the worker holds (hashed and not yet sealed or dropped). */
+  bytes: number;
+}
+
+export class SealPool {
+  private readonly slots: Slot[] = [];
+  private seq = 1;
+  private readonly out = new SharedRing(OUT_RING);
+  private broken: Error | undefined;
+  private closed = false;
+
+  private constructor(key: MasterKey, size: number) {
+    for (let i = 0; i < size; i++) {
+      const worker = new Worker(new URL('./seal-worker.js', import.meta.url), {
+        workerData: { key: masterKeyData(key), out: this.out.sab },
+        resourceLimits: { maxYoungGenerationSizeMb: 4 },
+      });
+      const slot: Slot = { worker, waiting: new Map(), bytes: 0 };
+      worker.unref();
+      worker.on('message', (m: SealReply) => {
+        const w = slot.waiting.get(m.seq);
+        if (!w) return;
+        slot.waiting.delete(m.seq);
+        if (!slot.waiting.size) worker.unref();
+        w.resolve(m);
+      });
+      const fail = (err: Error) => {
+        if (this.closed) return;
+        this.broken ??= err;
+        for (const w of slot.waiting.values()) w.reject(err);
+        slot.waiting.clear();
+      };
+      worker.on('error', fail);
+      worker.on('exit', (code) => fail(new Error(`seal worker exited (code ${code})`)));
+      this.slots.push(slot);
+    }
+  }
+
+  /** A pool for this key, or undefined where the synchronous zstd binding did not build. */
+  static create(key: MasterKey, size = workerCount(4)): SealPool | undefined {
+    if (smallBlobZstd() !== 'zstd-napi') return undefined;
+    return new SealPool(key, size);
+  }
+
+  private request(slot: Slot, req: SealRequest): Promise<SealReply> {
+    if (this.broken) return Promise.reject(this.broken);
+    return new Promise<SealReply>((resolve, reject) => {
+      if (!slot.waiting.size) slot.worker.ref();
+      slot.waiting.set(req.seq, { resolve, reject });
+      slot.worker.postMessage(req);
+    }).then((m) => {
+      if (m.op === 'error') throw new Error(m.message);
+      return m;
+    });
+  }
+
+  /**
+   * Hands bytes [off, off+len) of shared memory to the least loaded worker, which hashes them in
+   * place, and resolves with their ID. The bytes must not change until `done` is called (once the
+   * worker has sealed or dropped them, or failed).
+   */
+  hashShared(sab: SharedArrayBuffer, off: number, len: number, done: () => void): Promise<HashedChunk> {
+    return this.submit(sab, off, len, done);
+  }
+
+  private async submit(buf: SharedArrayBuffer, off: number, len: number, done: () => void): Promise<HashedChunk> {
+    let slot = this.slots[0];
+    for (const s of this.slots) if (s.bytes < slot.bytes) slot = s;
+    const seq = this.seq++;
+    slot.bytes += len;
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
+      slot.bytes -= len;
+      done();
+    };
+    let m: SealReply;
+    try {
+      m = await this.request(slot, { op: 'hash', seq, buf, off, len });
+    } catch (err) {
+      release();
+      throw err;
+    }
+    return {
+      id: (m as { id: string }).id,
+      seal: async (level: number) => {
+        let outOff = -1;
+        try {
+          const room = sealBound(len);
+          outOff = await this.out.take(room);
+          const r = (await this.request(slot, { op: 'seal', seq, level, outOff, room })) as { len: number; ulen: number };
+          const at = outOff;
+          return { sealed: this.out.bytes.subarray(at, at + r.len), ulen: r.ulen, written: () => this.out.release(at) };
+        } catch (err) {
+          if (outOff >= 0) this.out.release(outOff);
+          throw err;
+        } finally {
+          release();
+        }
+      },
+      drop: () => {
+        // The worker handles messages in order: once it reads this, it no longer reads the chunk,
+        // and nothing sent after it can be overtaken by an earlier read.
+        if (!this.broken) slot.worker.postMessage({ op: 'drop', seq } satisfies SealRequest);
+        release();
+      },
+    };
+  }
+
+  /** Chunk bytes held by the workers. */
+  get heldBytes(): number {
+    let n = 0;
+    for (const s of this.slots) n += s.bytes;
+    return n;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.broken ??= new Error('seal pool closed');
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    for (const s of this.slots) {
+      for (const w of s.waiting.values()) w.reject(this.broken);
+      s.waiting.clear();
+    }
+  }
+}
