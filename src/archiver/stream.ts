@@ -13,14 +13,14 @@ import { GoTime, nowGoTime, formatGoTime } from '../repository/gotime.js';
 import { sha256hex } from '../repository/crypto.js';
 import { RepoLock } from '../repository/lock.js';
 import { currentUsername } from '../repository/key-file.js';
-import { saveStream } from './file-saver.js';
+import { saveStream, type ByteSource } from './file-saver.js';
 import type { BackupSummary } from './archiver.js';
 
 export interface StreamBackupOptions {
   /** File name inside the snapshot (may contain '/'). */
   name: string;
   /** The data: stdin or any stream. Ignored when `command` is given. */
-  input?: AsyncIterable<Uint8Array>;
+  input?: ByteSource;
   /** Run this command and store its stdout. */
   command?: string[];
   host?: string;

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { fstatSync } from 'node:fs';
 import { isatty } from 'node:tty';
-import { readFdChunks, readStdinChunks } from '../archiver/file-saver.js';
+import { fdRead, stdinRead, type ByteSource } from '../archiver/file-saver.js';
 import { DmctlCommand, repoFlags } from '../base-command.js';
 import { openRepositoryFromSettings } from '../config/open-repo.js';
 import { backupStream } from '../archiver/stream.js';
@@ -59,11 +59,11 @@ Memory stays flat however large the stream.`;
 }
 
 /** stdin is read directly in large buffers: a regular file, a pipe or a socket; anything else as a stream. */
-function stdinInput(): AsyncIterable<Uint8Array> {
+function stdinInput(): ByteSource {
   try {
     const st = fstatSync(0);
-    if (st.isFile()) return readFdChunks(0);
-    if (st.isFIFO() || st.isSocket()) return readStdinChunks();
+    if (st.isFile()) return fdRead(0);
+    if (st.isFIFO() || st.isSocket()) return stdinRead();
   } catch {
     // fall back to the stream
   }

@@ -1,0 +1,141 @@
+// The stream path's moving parts: chunking in a ring of shared memory (chunk-ring.ts), the ring
+// allocator (shared-ring.ts), and the seal workers (seal-pool.ts, seal-worker.ts).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { Chunker, chunkLengths, MAX_SIZE, MIN_SIZE } from '../../src/chunker/chunker.js';
+import { chunkIntoRing, RING_READ } from '../../src/archiver/chunk-ring.js';
+import { SharedRing } from '../../src/core/shared-ring.js';
+import { SealPool, sealBound } from '../../src/repository/seal-pool.js';
+import { newMasterKey, open, sha256hex, OVERHEAD } from '../../src/repository/crypto.js';
+import { decompress, ZSTD_LEVEL } from '../../src/repository/compression.js';
+
+const MiB = 1024 * 1024;
+const POL = 0x3da3358b4dc173n;
+
+/** Random, zero and repetitive stretches: chunks of every size from MIN_SIZE to MAX_SIZE. */
+function data(size: number): Buffer {
+  const parts: Buffer[] = [];
+  let total = 0;
+  for (let n = 0; total < size; n++) {
+    const len = [3 * MiB, 2 * MiB, 10 * MiB, 700 * 1024][n % 4];
+    const part = n % 4 === 1 ? Buffer.alloc(len) : n % 4 === 2 ? Buffer.from('0123456789abcdef'.repeat(len / 16)) : crypto.randomBytes(len);
+    parts.push(part);
+    total += len;
+  }
+  return Buffer.concat(parts).subarray(0, size);
+}
+
+const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+for (const holds of ['the first chunk long', 'every chunk a random while'] as const) test(`chunkIntoRing cuts where the chunker does, with any read sizes, across wraps, and never overwrites held chunks (holding ${holds})`, async () => {
+  const input = data(48 * MiB);
+  const ring = new SharedRing(MAX_SIZE + RING_READ); // the smallest ring allowed: a wrap every few chunks
+  let pos = 0;
+  const read = async (buf: Buffer, off: number, len: number) => {
+    await tick(0);
+    const n = Math.min(len, input.length - pos, 1 + Math.floor(Math.random() * RING_READ));
+    input.copy(buf, off, pos, pos + n);
+    pos += n;
+    return n;
+  };
+  const chunks: Buffer[] = [];
+  const checks: Promise<void>[] = [];
+  let wraps = 0;
+  let lastStart = -1;
+  await chunkIntoRing(ring, new Chunker(POL), read, async (r, start, end) => {
+    if (start < lastStart) wraps++;
+    lastStart = start;
+    const copy = Buffer.from(r.bytes.subarray(start, end));
+    chunks.push(copy);
+    // Hold the region for a while, as a worker does, and check nobody wrote into it meanwhile:
+    // the first chunk long enough for reading to wrap around to it and wait, or each one a while
+    // (reading then catches up with held chunks after a wrap).
+    r.hold(start, end);
+    const ms = holds === 'the first chunk long' ? (chunks.length === 1 ? 300 : 0) : Math.random() * 100;
+    checks.push(
+      tick(ms).then(() => {
+        assert.ok(r.bytes.subarray(start, end).equals(copy), `held region [${start}, ${end}) was overwritten`);
+        r.release(start);
+      }),
+    );
+  });
+  await Promise.all(checks);
+  assert.ok(wraps >= 3, `the ring wrapped ${wraps} times`);
+  assert.ok(Buffer.concat(chunks).equals(input), 'chunks put together give the input back');
+  assert.deepEqual(chunks.map((c) => c.length), chunkLengths(input, POL));
+  assert.ok(chunks.some((c) => c.length === MAX_SIZE), 'a chunk of MAX_SIZE went through the ring');
+});
+
+test('chunkIntoRing refuses a ring that cannot hold the largest chunk and a read', async () => {
+  await assert.rejects(chunkIntoRing(new SharedRing(MAX_SIZE), new Chunker(POL), async () => 0, async () => {}), RangeError);
+});
+
+test('SharedRing.take hands out regions in ring order and waits for held ones', async () => {
+  const ring = new SharedRing(100);
+  assert.equal(await ring.take(40), 0);
+  assert.equal(await ring.take(40), 40);
+  let third: number | undefined;
+  const p = ring.take(40).then((at) => (third = at));
+  await tick(5);
+  assert.equal(third, undefined, 'no room: [80, 120) passes the end and [0, 40) is held');
+  ring.release(40);
+  await tick(5);
+  assert.equal(third, undefined, '[0, 40) is still held');
+  ring.release(0);
+  await p;
+  assert.equal(third, 0);
+  await assert.rejects(ring.take(101), RangeError);
+});
+
+test('the seal workers hash, compress and encrypt as the writer would, reading shared memory in place', async (t) => {
+  const key = newMasterKey();
+  const pool = SealPool.create(key, 2);
+  assert.ok(pool, 'zstd-napi is built (the workers need it)');
+  t.after(() => pool.close());
+  const ring = new SharedRing(4 * MiB);
+  let released = 0;
+
+  const text = Buffer.from('INSERT INTO t VALUES (1, "some text that compresses");\n'.repeat(40_000));
+  text.copy(ring.bytes, 0);
+  const h1 = await pool.hashShared(ring.sab, 0, text.length, () => released++);
+  assert.equal(h1.id, sha256hex(text));
+  const s1 = await h1.seal(ZSTD_LEVEL);
+  assert.ok(s1.sealed.length < text.length / 4, 'compressed');
+  assert.ok(s1.sealed.length <= sealBound(text.length));
+  assert.equal(s1.ulen, text.length);
+  assert.ok((await decompress(open(key, s1.sealed))).equals(text));
+  s1.written();
+
+  const at = 12345 + text.length;
+  const random = crypto.randomBytes(MIN_SIZE + 777);
+  random.copy(ring.bytes, at);
+  const h2 = await pool.hashShared(ring.sab, at, random.length, () => released++);
+  assert.equal(h2.id, sha256hex(random));
+  assert.equal(released, 1, 'still needed for sealing');
+  const s2 = await h2.seal(0);
+  assert.equal(released, 2);
+  assert.equal(s2.ulen, 0, 'level 0: stored as is');
+  assert.equal(s2.sealed.length, random.length + OVERHEAD);
+  assert.ok(open(key, s2.sealed).equals(random));
+  s2.written();
+
+  // A duplicate is dropped without sealing.
+  const h3 = await pool.hashShared(ring.sab, at, random.length, () => released++);
+  assert.equal(h3.id, h2.id);
+  h3.drop();
+  assert.equal(released, 3);
+  assert.equal(pool.heldBytes, 0);
+});
+
+test('a closed seal pool fails what is in flight instead of hanging', async () => {
+  const pool = SealPool.create(newMasterKey(), 1)!;
+  const ring = new SharedRing(1024 * 1024);
+  let released = 0;
+  const h = await pool.hashShared(ring.sab, 0, 200_000, () => released++);
+  await pool.close();
+  await assert.rejects(h.seal(ZSTD_LEVEL), /closed|exited/);
+  assert.equal(released, 1, 'the region is given back');
+  await assert.rejects(pool.hashShared(ring.sab, 0, 100_000, () => released++), /closed/);
+  assert.equal(released, 2);
+});
