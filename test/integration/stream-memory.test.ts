@@ -2,15 +2,15 @@
 // for 400 MiB (dmctl's own peak RSS, as GNU time reports the kernel's ru_maxrss), and the big stream
 // restores byte for byte.
 //
-// The issue asks for 10%. Measured over several runs: +4% to +33% at 4 GiB (the same code ranges
-// from +11% to +33% on one day). Sampled every 4 s in process, V8's heap stays flat (10-11 MB used)
-// while RSS climbs from ~180 to ~233 MB over the first ~25 s and then stays there: native memory of
-// the thread pool's compression and encryption (glibc arenas) reaching its working size, which a
-// 400 MiB run (~4 s) ends before reaching. Bounded, but not within 10% of the short run. Runs of the same
-// 400 MiB differ by up to 20% among themselves (168-205 MB on a quiet machine). This test holds
-// what dmctl guarantees today, no growth with the stream beyond that noise (25%); the 10% target is
-// reported as not met until the spikes are bounded. scripts/test.sh runs this file alone, after the
-// others: a second test process on the two cores shifted the peaks (CI once saw +29%). The data is generated on the fly and piped by the OS straight into
+// The issue asks for 10%, and that is what this test holds. It used to allow 25%: RSS climbed over
+// the first ~25 s of a long stream and 4 GiB peaked 11-33% above 400 MiB, from per-blob native
+// buffers (digest and cipher copies, zstd output, a fresh zstd context per call) that fragmented
+// the thread pool's malloc arenas, and from the largest chunk seen so far sizing a reused buffer.
+// Now a stream is read into a fixed ring of shared memory, the seal workers compress straight into
+// a second fixed ring and encrypt in place there (archiver/chunk-ring.ts, repository/seal-pool.ts):
+// nothing is allocated per chunk, so the peak no longer depends on the stream's length (measured
+// +0.3%). scripts/test.sh runs this file alone, after the others: a second test process on the
+// two cores shifts the peaks. The data is generated on the fly and piped by the OS straight into
 // dmctl; the test process never holds it.
 //
 // DMCTL_TEST_BIG_STREAM overrides the big size (default 4G, e.g. 2G on a slow machine).
@@ -25,7 +25,7 @@ import { dmctlPipe, dmctlPipePeakRss } from '../support/proc.js';
 
 const SMALL = '400M';
 const BIG = process.env.DMCTL_TEST_BIG_STREAM ?? '4G';
-const TOLERANCE = 0.25;
+const TOLERANCE = 0.1;
 
 let work: string;
 let t: ToolEnv;
