@@ -149,7 +149,6 @@ function isParseError(err: unknown): err is Errors.CLIError & { parse?: unknown 
   return e instanceof Errors.CLIError && (Boolean(e.parse) || /^(CLIParseError|.*(Flag|Arg|Args).*Error)$/.test(e.constructor.name));
 }
 
-/** Maps anything thrown to what the user sees. Exported for tests. */
 /**
  * The one shape of an error for the user: with --json one object on stdout; otherwise `dmctl: MESSAGE`
  * in red and `hint: HINT` dimmed on stderr. The stack only at debug level.
@@ -167,6 +166,7 @@ export function writeErrorReport(rep: ErrorReport, json: boolean, debug = false)
   if (rep.stack && debug) process.stderr.write(c.dim(rep.stack) + '\n');
 }
 
+/** Maps anything thrown to what the user sees. Exported for tests. */
 export function describeError(err: unknown, commandId?: string): ErrorReport {
   if (err instanceof DmctlError) {
     return { code: err.code, message: oneLine(err.message), ...(err.hint ? { hint: oneLine(err.hint) } : {}), exitCode: err.exitCode };

@@ -6,7 +6,6 @@ import { readAt } from '../storage/local.js';
 import { OFFLOAD_MIN, sha256hex, sha256hexAsync } from '../repository/crypto.js';
 import { Chunker, MAX_SIZE, MIN_SIZE } from '../chunker/chunker.js';
 import { BlobWriter } from '../repository/repository.js';
-import type { HashedChunk } from '../repository/seal-pool.js';
 import { ChunkRing, ReadFn, acquireRing, releaseRing, chunkIntoRing } from './chunk-ring.js';
 
 /** Read size for large files and streams. */
@@ -25,8 +24,7 @@ const HASHING_BYTES = 4 * 1024 * 1024;
 /**
  * Consumes chunk buffers: hash, then hand new blobs to the writer's queue. Large chunks are hashed
  * off the main thread while the chunker goes on with the next ones; the content list keeps the
- * chunks' order because each hash fills its own slot. A large chunk's memory may move to a worker:
- * callers hand over chunks they do not use again.
+ * chunks' order because each hash fills its own slot.
  */
 class ContentSink {
   readonly content: string[] = [];
@@ -52,7 +50,13 @@ class ContentSink {
     // Hashed on the thread pool, sealed through the writer's queue. (Through the seal workers, each
     // chunk of a tree's many mid-sized files costs a copy into memory the worker can take: measured
     // on the bench tree, 0.4 s slower and 100 MB more memory. Streams and big files use the ring.)
-    this.track(slot, chunk.length, sha256hexAsync(chunk), (id) => this.writer.enqueue('data', id, chunk));
+    this.track(
+      chunk.length,
+      sha256hexAsync(chunk).then((id) => {
+        this.content[slot] = id;
+        return this.writer.enqueue('data', id, chunk);
+      }),
+    );
   }
 
   /** Like push, for a chunk that is region [start, end) of a ring, read there by a seal worker. */
@@ -63,7 +67,13 @@ class ContentSink {
     const slot = this.reserve(len);
     await this.room(len);
     ring.hold(start, end);
-    this.track(slot, len, pool.hashShared(ring.sab, start, len, () => ring.release(start)), () => Promise.resolve());
+    this.track(
+      len,
+      pool.hashShared(ring.sab, start, len, () => ring.release(start)).then((h) => {
+        this.content[slot] = h.id;
+        return this.writer.enqueueHashed('data', h, len);
+      }),
+    );
   }
 
   /** Takes the next content slot for a chunk of `len` bytes. */
@@ -84,21 +94,10 @@ class ContentSink {
     }
   }
 
-  /**
-   * Fills `slot` with the ID once hashed, then hands the blob on: a chunk hashed by a seal worker
-   * to the writer's queue for sealing there (or dropping, if known), else through `store`.
-   */
-  private track(slot: number, len: number, hashed: Promise<HashedChunk | string>, store: (id: string) => Promise<void>): void {
+  /** Counts `len` bytes as being hashed until `work` (hash, then hand the blob on) settles; failures surface later. */
+  private track(len: number, work: Promise<void>): void {
     this.hashingBytes += len;
-    const task: Promise<void> = hashed
-      .then((h) => {
-        if (typeof h === 'string') {
-          this.content[slot] = h;
-          return store(h);
-        }
-        this.content[slot] = h.id;
-        return this.writer.enqueueHashed('data', h, len);
-      })
+    const task: Promise<void> = work
       .catch((err) => {
         this.failure ??= err;
       })

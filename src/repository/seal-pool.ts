@@ -107,11 +107,7 @@ export class SealPool {
    * place, and resolves with their ID. The bytes must not change until `done` is called (once the
    * worker has sealed or dropped them, or failed).
    */
-  hashShared(sab: SharedArrayBuffer, off: number, len: number, done: () => void): Promise<HashedChunk> {
-    return this.submit(sab, off, len, done);
-  }
-
-  private async submit(buf: SharedArrayBuffer, off: number, len: number, done: () => void): Promise<HashedChunk> {
+  async hashShared(buf: SharedArrayBuffer, off: number, len: number, done: () => void): Promise<HashedChunk> {
     let slot = this.slots[0];
     for (const s of this.slots) if (s.bytes < slot.bytes) slot = s;
     const seq = this.seq++;

@@ -1,7 +1,7 @@
 // Worker thread that turns large chunks into sealed blobs: SHA-256 first (the blob ID, which the
 // writer checks against the index), then, only for new blobs, zstd straight into the output ring
-// and restic's encryption in place there. The chunk stays here between the two steps, so a duplicate costs one hash
-// and one message, and a new blob crosses the thread boundary once each way.
+// and restic's encryption in place there. Between the two steps the chunk stays where it was read, so
+// a duplicate costs one hash and two messages, and no blob's bytes are copied between threads.
 //
 // Protocol (see seal-pool.ts): {op:'hash', seq, buf, off, len} → {op:'id', seq, id}, where buf is
 // the shared memory the chunk is read from in place;
@@ -21,7 +21,6 @@ interface CCtx {
 interface Binding {
   CCtx: new () => CCtx;
   CParameter: Record<string, number>;
-  compressBound(n: number): number;
 }
 
 export type SealRequest =
