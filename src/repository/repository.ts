@@ -48,9 +48,15 @@ export class Repository {
   /** Local copies of index files and tree packs (remote repositories; see cache.ts). */
   cache: RepoCache | undefined;
   private readonly treePackFetches = new Map<string, Promise<boolean>>();
-  /** Cached tree packs held in memory too (a walk reads hundreds of trees from each), up to a budget. */
-  private readonly treePacksInMemory = new Map<string, Buffer>();
+  /**
+   * Tree packs held in memory (a walk reads hundreds of trees from each), up to a budget: cached
+   * ones (remote repositories) whole, others as the span of their tree blobs (`start` = its offset).
+   */
+  private readonly treePacksInMemory = new Map<string, { start: number; data: Buffer }>();
   private treePackBytes = 0;
+  /** Local repositories: span reads in flight, and how often each pack's span was read. */
+  private readonly treeSpanLoads = new Map<string, Promise<{ start: number; data: Buffer } | undefined>>();
+  private readonly treeSpanReads = new Map<string, number>();
   /** Whole tree packs being downloaded at once (each is held in memory until written). */
   private readonly treePackSlots = new Semaphore(2);
 
@@ -169,7 +175,7 @@ export class Repository {
   async loadBlobAt(id: string, loc: BlobLocation): Promise<Buffer> {
     if (loc.type === 'tree' && this.cache && (await this.cacheTreePack(loc.packId))) {
       const mem = this.treePacksInMemory.get(loc.packId);
-      const raw = mem && loc.offset + loc.length <= mem.length ? mem.subarray(loc.offset, loc.offset + loc.length) : await this.cache.readRange(loc.packId, loc.offset, loc.length);
+      const raw = mem && loc.offset + loc.length <= mem.data.length ? mem.data.subarray(loc.offset, loc.offset + loc.length) : await this.cache.readRange(loc.packId, loc.offset, loc.length);
       if (raw) {
         try {
           return await this.decodeBlob(id, loc, raw);
@@ -178,6 +184,12 @@ export class Repository {
           this.dropTreePackFromMemory(loc.packId);
           await this.cache.drop('data', loc.packId);
         }
+      }
+    } else if (loc.type === 'tree' && !this.cache) {
+      const span = await this.treeSpan(loc.packId);
+      if (span && loc.offset >= span.start && loc.offset + loc.length <= span.start + span.data.length) {
+        // The same bytes the ranged read below would return: damage is reported as from the pack.
+        return this.decodeBlob(id, loc, span.data.subarray(loc.offset - span.start, loc.offset - span.start + loc.length));
       }
     }
     let raw: Buffer;
@@ -230,14 +242,14 @@ export class Repository {
     return p;
   }
 
-  private keepTreePackInMemory(packId: string, data: Buffer): void {
+  private keepTreePackInMemory(packId: string, data: Buffer, start = 0): void {
     if (data.length > TREE_PACKS_IN_MEMORY) return;
     // Oldest first out (Map order is insertion order).
     for (const id of [...this.treePacksInMemory.keys()]) {
       if (this.treePackBytes + data.length <= TREE_PACKS_IN_MEMORY) break;
       this.dropTreePackFromMemory(id);
     }
-    this.treePacksInMemory.set(packId, data);
+    this.treePacksInMemory.set(packId, { start, data });
     this.treePackBytes += data.length;
   }
 
@@ -245,7 +257,60 @@ export class Repository {
     const b = this.treePacksInMemory.get(packId);
     if (!b) return;
     this.treePacksInMemory.delete(packId);
-    this.treePackBytes -= b.length;
+    this.treePackBytes -= b.data.length;
+  }
+
+  /**
+   * Local repositories (no cache): the span of a pack's tree blobs, read in one request and held in
+   * memory, so a walk costs one read per pack instead of one per directory (cold, scattered 4 KiB
+   * reads were most of a prune's tree walk). Only for spans that are mostly trees and fit the memory
+   * budget, and at most twice per pack: a walk that keeps evicting a pack it still needs falls back
+   * to reading blob by blob instead of reading the pack over and over. Undefined: read the blob.
+   */
+  private treeSpan(packId: string): Promise<{ start: number; data: Buffer } | undefined> | undefined {
+    const hit = this.treePacksInMemory.get(packId);
+    if (hit) {
+      // Most recently used last.
+      this.treePacksInMemory.delete(packId);
+      this.treePacksInMemory.set(packId, hit);
+      return Promise.resolve(hit);
+    }
+    const loading = this.treeSpanLoads.get(packId);
+    if (loading) return loading;
+    const reads = this.treeSpanReads.get(packId) ?? 0;
+    if (reads >= 2) return undefined;
+    const blobs = this.index.packs.get(packId);
+    if (!blobs) return undefined;
+    let start = Infinity;
+    let end = 0;
+    let treeBytes = 0;
+    for (const b of blobs) {
+      if (b.type !== 'tree') continue;
+      start = Math.min(start, b.offset);
+      end = Math.max(end, b.offset + b.length);
+      treeBytes += b.length;
+    }
+    if (end <= start || end - start > TREE_PACKS_IN_MEMORY / 2 || treeBytes * 2 < end - start) {
+      this.treeSpanReads.set(packId, 2);
+      return undefined;
+    }
+    this.treeSpanReads.set(packId, reads + 1);
+    const p = (async () => {
+      await this.treePackSlots.acquire();
+      try {
+        const data = await this.backend.load('data', packId, start, end - start);
+        this.keepTreePackInMemory(packId, data, start);
+        return { start, data };
+      } catch {
+        this.treeSpanReads.set(packId, 2);
+        return undefined; // the blob's own read reports the damage
+      } finally {
+        this.treePackSlots.release();
+        this.treeSpanLoads.delete(packId);
+      }
+    })();
+    this.treeSpanLoads.set(packId, p);
+    return p;
   }
 
   /** Decrypts (and decompresses) an encrypted blob read from a pack and checks its hash. */
