@@ -20,10 +20,14 @@ import { DEFAULT_PACK_SIZE, Repository } from '../repository/repository.js';
 import { decodeSnapshot } from '../repository/snapshot.js';
 import { OVERHEAD } from '../repository/crypto.js';
 
-/** A blob handle as a string: `d<id>` or `t<id>`. */
-export type BlobKey = string;
-export const blobKey = (type: BlobType, id: string): BlobKey => (type === 'tree' ? 't' : 'd') + id;
-const keyType = (k: BlobKey): BlobType => (k[0] === 't' ? 'tree' : 'data');
+/**
+ * A set of blobs: one set of IDs per type. Keyed by the ID strings themselves (no `type + id` key
+ * built per lookup): the index's strings keep their hash once computed, so a pass over every index
+ * entry costs no allocation.
+ */
+export type BlobSets = Record<BlobType, Set<string>>;
+export const newBlobSets = (): BlobSets => ({ data: new Set(), tree: new Set() });
+const blobCount = (s: BlobSets): number => s.data.size + s.tree.size;
 
 /** Blobs per index file, as restic cuts them (150 000 in compressed repositories). */
 const INDEX_MAX_BLOBS = { 1: 50_000, 2: 150_000 } as const;
@@ -100,6 +104,92 @@ interface TreeJson {
   nodes?: { type?: string; content?: string[] | null; subtree?: string | null }[] | null;
 }
 
+const QUOTE = 0x22;
+const CONTENT_KEY = Buffer.from('"content"');
+const SUBTREE_KEY = Buffer.from('"subtree"');
+
+const isSpace = (c: number): boolean => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+const isHex = (c: number): boolean => (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66);
+
+/** The blob ID in quotes at `at` (64 lower-case hex digits), or undefined. */
+function quotedId(buf: Buffer, at: number): string | undefined {
+  if (buf[at] !== QUOTE || buf[at + 65] !== QUOTE) return undefined;
+  for (let k = at + 1; k <= at + 64; k++) if (!isHex(buf[k])) return undefined;
+  return buf.toString('latin1', at + 1, at + 65);
+}
+
+/**
+ * The data blobs (`content`) and subtrees a tree's JSON references, found without parsing the rest
+ * (a prune's walk spent most of its time building node objects it threw away). Only for JSON with
+ * no backslash at all: without escapes every quote delimits a string, so `"content"` followed by a
+ * colon can only be a key, and no key can be spelled another way (`"cont\u0065nt"`). Returns
+ * undefined for anything else (escapes, an unexpected value): the caller then parses the tree.
+ * A tree's bytes are verified against its ID before this runs, so they are what their writer wrote.
+ */
+export function scanTreeRefs(buf: Buffer): { content: string[]; subtrees: string[] } | undefined {
+  if (buf.indexOf(0x5c) >= 0) return undefined;
+  const content: string[] = [];
+  const subtrees: string[] = [];
+  const valueAt = (i: number): number => {
+    while (isSpace(buf[i])) i++;
+    if (buf[i] !== 0x3a) return -1; // not followed by a colon: a value, not a key
+    i++;
+    while (isSpace(buf[i])) i++;
+    return i;
+  };
+  const isNull = (i: number): boolean => buf[i] === 0x6e && buf[i + 1] === 0x75 && buf[i + 2] === 0x6c && buf[i + 3] === 0x6c;
+  for (let i = buf.indexOf(CONTENT_KEY); i >= 0; i = buf.indexOf(CONTENT_KEY, i)) {
+    let v = valueAt(i + CONTENT_KEY.length);
+    i += CONTENT_KEY.length;
+    if (v < 0) continue;
+    if (isNull(v)) continue;
+    if (buf[v] !== 0x5b) return undefined;
+    v++;
+    while (isSpace(buf[v])) v++;
+    if (buf[v] === 0x5d) continue;
+    for (;;) {
+      const id = quotedId(buf, v);
+      if (!id) return undefined;
+      content.push(id);
+      v += 66;
+      while (isSpace(buf[v])) v++;
+      if (buf[v] === 0x5d) break;
+      if (buf[v] !== 0x2c) return undefined;
+      v++;
+      while (isSpace(buf[v])) v++;
+    }
+    i = v;
+  }
+  for (let i = buf.indexOf(SUBTREE_KEY); i >= 0; i = buf.indexOf(SUBTREE_KEY, i)) {
+    const v = valueAt(i + SUBTREE_KEY.length);
+    i += SUBTREE_KEY.length;
+    if (v < 0 || isNull(v)) continue;
+    const id = quotedId(buf, v);
+    if (!id) return undefined;
+    subtrees.push(id);
+  }
+  return { content, subtrees };
+}
+
+/** content and subtree references of a tree: scanned when it is plain, else parsed. */
+function treeRefs(buf: Buffer, id: string): { content: string[]; subtrees: string[] } {
+  const scanned = scanTreeRefs(buf);
+  if (scanned) return scanned;
+  let t: TreeJson;
+  try {
+    t = JSON.parse(buf.toString('utf8')) as TreeJson;
+  } catch {
+    throw new IntegrityError(`tree ${id}: not valid JSON`);
+  }
+  const content: string[] = [];
+  const subtrees: string[] = [];
+  for (const n of t.nodes ?? []) {
+    if (n.content) content.push(...n.content);
+    if (n.subtree) subtrees.push(n.subtree);
+  }
+  return { content, subtrees };
+}
+
 /**
  * Every blob reachable from `roots` (tree blobs and the data blobs of files), by walking the trees.
  * `seen` may carry blobs from earlier calls (their subtrees are not walked again).
@@ -107,15 +197,14 @@ interface TreeJson {
 export async function findUsedBlobs(
   repo: Repository,
   roots: readonly string[],
-  seen: Set<BlobKey> = new Set(),
+  seen: BlobSets = newBlobSets(),
   progress: ProgressFn = noProgress,
   signal?: AbortSignal,
-): Promise<Set<BlobKey>> {
+): Promise<BlobSets> {
   const queue: string[] = [];
   for (const r of roots) {
-    const k = blobKey('tree', r);
-    if (!seen.has(k)) {
-      seen.add(k);
+    if (!seen.tree.has(r)) {
+      seen.tree.add(r);
       queue.push(r);
     }
   }
@@ -137,20 +226,12 @@ export async function findUsedBlobs(
         repo
           .loadBlob('tree', id)
           .then((buf) => {
-            let t: TreeJson;
-            try {
-              t = JSON.parse(buf.toString('utf8')) as TreeJson;
-            } catch {
-              throw new IntegrityError(`tree ${id}: not valid JSON`);
-            }
-            for (const n of t.nodes ?? []) {
-              if (n.content) for (const c of n.content) seen.add('d' + c);
-              if (n.subtree) {
-                const k = 't' + n.subtree;
-                if (!seen.has(k)) {
-                  seen.add(k);
-                  queue.push(n.subtree);
-                }
+            const refs = treeRefs(buf, id);
+            for (const c of refs.content) seen.data.add(c);
+            for (const sub of refs.subtrees) {
+              if (!seen.tree.has(sub)) {
+                seen.tree.add(sub);
+                queue.push(sub);
               }
             }
             done++;
@@ -203,7 +284,7 @@ export interface PrunePlan {
   /** Packs the index mentions that are missing and not needed (left out of the new index). */
   ignore: Set<string>;
   /** Blobs to copy out of the repacked packs. */
-  keepBlobs: Set<BlobKey>;
+  keepBlobs: BlobSets;
   /** Real pack sizes from the listing. */
   packSizes: Map<string, number>;
   stats: PruneStats;
@@ -218,7 +299,7 @@ function newStats(): PruneStats {
 }
 
 /** Plans a prune (restic 0.14's planPrune). The index must be loaded. Changes nothing. */
-export async function planPrune(repo: Repository, used: Set<BlobKey>, opts: PruneOptions = {}): Promise<PrunePlan> {
+export async function planPrune(repo: Repository, used: BlobSets, opts: PruneOptions = {}): Promise<PrunePlan> {
   const stats = newStats();
   const index = repo.index;
   const progress = opts.progress ?? noProgress;
@@ -229,31 +310,38 @@ export async function planPrune(repo: Repository, used: Set<BlobKey>, opts: Prun
   }
 
   // 1. used / duplicate / unused, over every index entry (a blob may sit in several packs).
-  const keep = new Set<BlobKey>();
-  const duplicates = new Map<BlobKey, number>();
-  const stillMissing = new Set(used);
+  const keep = newBlobSets();
+  const duplicates: Record<BlobType, Map<string, number>> = { data: new Map(), tree: new Map() };
+  let duplicateCount = 0;
   for (const blobs of index.packs.values()) {
     for (const b of blobs) {
-      const k = blobKey(b.type, b.id);
-      if (stillMissing.has(k)) {
-        stillMissing.delete(k);
-        keep.add(k);
-        stats.size.used += b.length;
-        stats.blobs.used++;
-      } else if (keep.has(k)) {
-        duplicates.set(k, Math.min((duplicates.get(k) ?? 1) + 1, 255));
-        stats.size.duplicate += b.length;
-        stats.blobs.duplicate++;
-      } else {
+      if (!used[b.type].has(b.id)) {
         stats.size.unused += b.length;
         stats.blobs.unused++;
+      } else if (!keep[b.type].has(b.id)) {
+        keep[b.type].add(b.id);
+        stats.size.used += b.length;
+        stats.blobs.used++;
+      } else {
+        const d = duplicates[b.type];
+        const before = d.get(b.id);
+        if (before === undefined) duplicateCount++;
+        d.set(b.id, Math.min((before ?? 1) + 1, 255));
+        stats.size.duplicate += b.length;
+        stats.blobs.duplicate++;
       }
     }
   }
-  if (stillMissing.size) {
-    const list = [...stillMissing].slice(0, 5).map((k) => `${keyType(k)} blob ${k.slice(1)}`);
+  const missing = blobCount(used) - blobCount(keep);
+  if (missing) {
+    const list: string[] = [];
+    for (const type of ['tree', 'data'] as const) {
+      for (const id of used[type]) {
+        if (list.length < 5 && !keep[type].has(id)) list.push(`${type} blob ${id}`);
+      }
+    }
     throw new IntegrityError(
-      `index is not complete: ${stillMissing.size} blob(s) used by snapshots are in no index file (${list.join(', ')}${stillMissing.size > 5 ? ', …' : ''})`,
+      `index is not complete: ${missing} blob(s) used by snapshots are in no index file (${list.join(', ')}${missing > 5 ? ', …' : ''})`,
       { hint: 'nothing was deleted; run `dmctl check` to see what is damaged' },
     );
   }
@@ -266,10 +354,9 @@ export async function planPrune(repo: Repository, used: Set<BlobKey>, opts: Prun
       p.usedSize += entrySize(b);
       if (p.tpe === undefined) p.tpe = b.type;
       else if (p.tpe !== b.type) p.tpe = 'mixed';
-      const k = blobKey(b.type, b.id);
-      if (duplicates.has(k)) {
+      if (duplicates[b.type].has(b.id)) {
         // decided below
-      } else if (keep.has(k)) {
+      } else if (keep[b.type].has(b.id)) {
         p.usedSize += b.length;
         p.usedBlobs++;
       } else {
@@ -280,13 +367,13 @@ export async function planPrune(repo: Repository, used: Set<BlobKey>, opts: Prun
     }
     info.set(packId, p);
   }
-  if (duplicates.size) {
+  if (duplicateCount) {
     // One copy of each duplicate counts as used: preferably in a pack that holds used blobs anyway.
     for (const [packId, blobs] of index.packs) {
       const p = info.get(packId)!;
       for (const b of blobs) {
-        const k = blobKey(b.type, b.id);
-        const count = duplicates.get(k);
+        const dups = duplicates[b.type];
+        const count = dups.get(b.id);
         if (count === undefined) continue;
         if (count === 0) {
           p.unusedSize += b.length;
@@ -294,11 +381,11 @@ export async function planPrune(repo: Repository, used: Set<BlobKey>, opts: Prun
         } else if (p.usedBlobs > 0 || count === 1) {
           p.usedSize += b.length;
           p.usedBlobs++;
-          duplicates.set(k, 0);
+          dups.set(b.id, 0);
         } else {
           p.unusedSize += b.length;
           p.unusedBlobs++;
-          duplicates.set(k, count - 1);
+          dups.set(b.id, count - 1);
         }
       }
     }
@@ -402,12 +489,12 @@ export async function planPrune(repo: Repository, used: Set<BlobKey>, opts: Prun
   stats.packs.remove = remove.size;
 
   // Blobs to copy while repacking: needed ones not already present in a pack that stays.
-  let keepBlobs = new Set<BlobKey>();
+  let keepBlobs = newBlobSets();
   if (repack.size) {
     keepBlobs = keep;
     for (const [packId, blobs] of index.packs) {
       if (remove.has(packId) || repack.has(packId) || ignore.has(packId)) continue;
-      for (const b of blobs) keepBlobs.delete(blobKey(b.type, b.id));
+      for (const b of blobs) keepBlobs[b.type].delete(b.id);
     }
   }
   return { removeFirst, repack, remove, ignore, keepBlobs, packSizes, stats };
@@ -453,25 +540,24 @@ async function repackPacks(repo: Repository, plan: PrunePlan, progress: Progress
   try {
     await mapLimit(ids, 2, async (packId) => {
       if (signal?.aborted) throw signal.reason;
-      const blobs = (repo.index.packs.get(packId) ?? []).filter((b) => keepBlobs.has(blobKey(b.type, b.id)));
+      const blobs = (repo.index.packs.get(packId) ?? []).filter((b) => keepBlobs[b.type].has(b.id));
       if (blobs.length) {
         blobs.sort((a, b) => a.offset - b.offset);
         const start = blobs[0].offset;
         const end = blobs[blobs.length - 1].offset + blobs[blobs.length - 1].length;
         const raw = await repo.backend.load('data', packId, start, end - start);
         for (const b of blobs) {
-          const k = blobKey(b.type, b.id);
-          if (!keepBlobs.has(k)) continue; // copied from another pack already
-          keepBlobs.delete(k);
-          const plain = await repo.decodeBlob(b.id, { packId, ...b }, raw.subarray(b.offset - start, b.offset - start + b.length));
+          if (!keepBlobs[b.type].has(b.id)) continue; // copied from another pack already
+          keepBlobs[b.type].delete(b.id);
+          const plain = await repo.decodeBlob(b.id, b, raw.subarray(b.offset - start, b.offset - start + b.length));
           await writer.save(b.type, b.id, plain);
         }
       }
       progress({ phase: 'repack', filesDone: ++done, filesTotal: ids.length });
     });
     const st = await writer.flush();
-    if (keepBlobs.size) {
-      throw new IntegrityError(`internal error: ${keepBlobs.size} blob(s) were not repacked`, { hint: 'old packs were left in place; nothing was deleted' });
+    if (blobCount(keepBlobs)) {
+      throw new IntegrityError(`internal error: ${blobCount(keepBlobs)} blob(s) were not repacked`, { hint: 'old packs were left in place; nothing was deleted' });
     }
     return { packs: st.packs, indexFiles: st.indexFiles };
   } catch (err) {
@@ -522,7 +608,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     const used = await findUsedBlobs(
       repo,
       snaps.map((s) => s.tree),
-      new Set(),
+      newBlobSets(),
       progress,
       opts.signal,
     );

@@ -8,7 +8,7 @@ import { IntegrityError, UsageError } from '../core/errors.js';
 import { ProgressFn, noProgress } from '../core/progress.js';
 import { Repository } from '../repository/repository.js';
 import { decodeTree, Node } from '../repository/tree.js';
-import { findUsedBlobs } from './prune.js';
+import { findUsedBlobs, newBlobSets } from './prune.js';
 
 export const STATS_MODES = ['restore-size', 'files-by-contents', 'blobs-per-file', 'raw-data'] as const;
 export type StatsMode = (typeof STATS_MODES)[number];
@@ -48,14 +48,16 @@ export async function snapshotStats(repo: Repository, roots: readonly string[], 
     return loc.uncompressedLength || loc.length - 32;
   };
   if (mode === 'raw-data') {
-    const used = await findUsedBlobs(repo, roots, new Set(), progress);
+    const used = await findUsedBlobs(repo, roots, newBlobSets(), progress);
     r.snapshots_count = roots.length;
     let blobs = 0;
-    for (const k of used) {
-      const loc = repo.index.lookup(k[0] === 't' ? 'tree' : 'data', k.slice(1));
-      if (!loc) throw new IntegrityError(`${k[0] === 't' ? 'tree' : 'data'} blob ${k.slice(1)} is not in the index`, { hint: 'run `dmctl check`' });
-      r.total_size += loc.length;
-      blobs++;
+    for (const type of ['tree', 'data'] as const) {
+      for (const id of used[type]) {
+        const loc = repo.index.lookup(type, id);
+        if (!loc) throw new IntegrityError(`${type} blob ${id} is not in the index`, { hint: 'run `dmctl check`' });
+        r.total_size += loc.length;
+        blobs++;
+      }
     }
     r.total_blob_count = blobs;
     return r;

@@ -20,6 +20,9 @@ export interface BlobLocation {
   uncompressedLength: number;
 }
 
+/** What the master index holds per blob: one object, both its pack's entry and its location. */
+export interface IndexEntry extends PackedBlob, BlobLocation {}
+
 /** JSON exactly as restic writes it: keys in order, uncompressed_length only when compressed, trailing newline. */
 export function encodeIndex(f: IndexFile): Buffer {
   const parts: string[] = [];
@@ -62,7 +65,8 @@ export function decodeIndex(buf: Buffer, what = 'index'): IndexFile {
   const packs: IndexPack[] = [];
   for (const p of packsRaw as { id?: unknown; blobs?: unknown }[]) {
     if (typeof p?.id !== 'string' || !HEX64.test(p.id)) throw new IntegrityError(`${what}: invalid pack id`);
-    const blobs: PackedBlob[] = [];
+    const packId = p.id;
+    const blobs: IndexEntry[] = [];
     for (const b of (Array.isArray(p.blobs) ? p.blobs : []) as Record<string, unknown>[]) {
       const type = b.type;
       if (type !== 'data' && type !== 'tree') throw new IntegrityError(`${what}: invalid blob type ${String(type)}`);
@@ -70,6 +74,7 @@ export function decodeIndex(buf: Buffer, what = 'index'): IndexFile {
       blobs.push({
         type,
         id: b.id,
+        packId,
         offset: Number(b.offset ?? 0),
         length: Number(b.length ?? 0),
         uncompressedLength: Number(b.uncompressed_length ?? 0),
@@ -82,9 +87,9 @@ export function decodeIndex(buf: Buffer, what = 'index'): IndexFile {
 
 /** All blobs the repository knows, by type and ID. Duplicates: the first location seen wins. */
 export class MasterIndex {
-  private readonly maps: Record<BlobType, Map<string, BlobLocation>> = { data: new Map(), tree: new Map() };
-  /** Pack ID → blobs, for prune/check. */
-  readonly packs = new Map<string, PackedBlob[]>();
+  private readonly maps: Record<BlobType, Map<string, IndexEntry>> = { data: new Map(), tree: new Map() };
+  /** Pack ID → blobs, for prune/check (the same objects lookup() returns). */
+  readonly packs = new Map<string, IndexEntry[]>();
   /** Index file IDs loaded. */
   readonly files = new Set<string>();
 
@@ -104,14 +109,19 @@ export class MasterIndex {
     this.files.clear();
   }
 
+  /** Adds a pack's blobs. Entries that already name this pack (decodeIndex's) are kept as they are. */
   addPack(packId: string, blobs: readonly PackedBlob[]): void {
     const known = this.packs.get(packId);
     if (known) return;
-    this.packs.set(packId, [...blobs]);
-    for (const b of blobs) {
-      const m = this.maps[b.type];
-      if (!m.has(b.id)) m.set(b.id, { packId, type: b.type, offset: b.offset, length: b.length, uncompressedLength: b.uncompressedLength });
+    const entries: IndexEntry[] = new Array(blobs.length);
+    for (let i = 0; i < blobs.length; i++) {
+      const b = blobs[i] as PackedBlob & { packId?: string };
+      const e: IndexEntry = b.packId === packId ? (b as IndexEntry) : { type: b.type, id: b.id, packId, offset: b.offset, length: b.length, uncompressedLength: b.uncompressedLength };
+      entries[i] = e;
+      const m = this.maps[e.type];
+      if (!m.has(e.id)) m.set(e.id, e);
     }
+    this.packs.set(packId, entries);
   }
 
   addFile(fileId: string, f: IndexFile): void {
@@ -123,7 +133,7 @@ export class MasterIndex {
     return type ? this.maps[type].size : this.maps.data.size + this.maps.tree.size;
   }
 
-  *entries(type: BlobType): IterableIterator<[string, BlobLocation]> {
+  *entries(type: BlobType): IterableIterator<[string, IndexEntry]> {
     yield* this.maps[type].entries();
   }
 }
