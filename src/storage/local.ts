@@ -156,10 +156,19 @@ export class LocalBackend implements Backend, SpoolingBackend {
   private readonly fds = new Map<string, OpenPack>();
   private static readonly MAX_OPEN = 32;
 
-  private async loadRange(name: string, offset: number, length: number, what: string): Promise<Buffer> {
+  async loadInto(type: FileType, name: string, offset: number, dest: Buffer): Promise<void> {
+    const what = `reading ${type}/${name}`;
+    if (type !== 'data') {
+      dest.set(await this.load(type, name, offset, dest.length));
+      return;
+    }
+    await this.loadRange(name, offset, dest.length, what, dest);
+  }
+
+  private async loadRange(name: string, offset: number, length: number, what: string, dest?: Buffer): Promise<Buffer> {
     const h = await this.openPack(name, what);
     try {
-      return await readFull((buf, off, len, pos) => readAt(h.fd, buf, off, len, pos), offset, length, what);
+      return await readFull((buf, off, len, pos) => readAt(h.fd, buf, off, len, pos), offset, length, what, dest);
     } catch (err) {
       if (err instanceof StorageError) throw err;
       throw mapFsError(err, what);
@@ -258,16 +267,16 @@ export class LocalBackend implements Backend, SpoolingBackend {
     } else {
       dirs.push(path.join(this.root, type));
     }
-    for (const dir of dirs) {
+    const listDir = async (dir: string): Promise<(FileInfo | undefined)[]> => {
       let names: string[];
       try {
         names = await fsp.readdir(dir);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
         throw mapFsError(err, `listing ${type}`);
       }
       const valid = names.filter((n) => ID_RE.test(n));
-      const infos = await Promise.all(
+      return Promise.all(
         valid.map(async (n) => {
           try {
             const st = await fsp.stat(path.join(dir, n));
@@ -277,6 +286,23 @@ export class LocalBackend implements Backend, SpoolingBackend {
           }
         }),
       );
+    };
+    // data/ has 256 subdirectories: read several at once (one after another, cold, they took longer
+    // than everything else a small prune does), in a window so a huge listing is not held at once.
+    const WINDOW = 16;
+    const pending: Promise<(FileInfo | undefined)[]>[] = [];
+    let next = 0;
+    const fill = () => {
+      while (pending.length < WINDOW && next < dirs.length) {
+        const p = listDir(dirs[next++]);
+        p.catch(() => {}); // awaited in turn below
+        pending.push(p);
+      }
+    };
+    fill();
+    while (pending.length) {
+      const infos = await pending.shift()!;
+      fill();
       for (const fi of infos) if (fi) yield fi;
     }
   }
@@ -325,8 +351,8 @@ function closeQuietly(h: OpenPack): void {
 }
 
 /** Reads `length` bytes at `offset` with `read` (which may return short counts); a short file is an error. */
-export async function readFull(read: (buf: Buffer, off: number, len: number, pos: number) => Promise<number>, offset: number, length: number, what: string): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
+export async function readFull(read: (buf: Buffer, off: number, len: number, pos: number) => Promise<number>, offset: number, length: number, what: string, dest?: Buffer): Promise<Buffer> {
+  const buf = dest ?? Buffer.allocUnsafe(length);
   let got = 0;
   while (got < length) {
     const n = await read(buf, got, length - got, offset + got);
