@@ -101,7 +101,9 @@ export default class Forget extends DmctlCommand {
     const repo = await openRepositoryFromSettings(settings);
     const json = this.jsonEnabled();
     try {
-      return await withRepoLock((h) => this.onInterrupt(h), repo, { exclusive: true, retryMs: settings.retryLockMs }, async () => {
+      // With --prune the index loads while the lock waits out its recheck (prune needs it anyway).
+      const lockOpts = { exclusive: true, retryMs: settings.retryLockMs, loadIndex: pruneOpts ? this.progress('prune') : undefined };
+      return await withRepoLock((h) => this.onInterrupt(h), repo, lockOpts, async () => {
         let out: ForgetGroupJson[] | { removed: string[] };
         let toRemove: string[] = [];
         if (ids.length) {

@@ -3,7 +3,7 @@ import { DmctlCommand, repoFlags } from '../base-command.js';
 import { openRepositoryFromSettings } from '../config/open-repo.js';
 import { prune, parseMaxUnused, parseSize, PruneOptions, PruneResult } from '../maintenance/prune.js';
 import { Repository } from '../repository/repository.js';
-import { RepoLock } from '../repository/lock.js';
+import { LockOptions, RepoLock } from '../repository/lock.js';
 import { formatBytes, formatPercent } from '../ui/format.js';
 import { kubeRequested, maintenanceKubeFlags, runInCluster } from '../kube/cli.js';
 
@@ -92,7 +92,7 @@ export function pruneReportLines(r: PruneResult, verbose = false): string[] {
 export async function withRepoLock<T>(
   onInterrupt: (h: () => Promise<void>) => () => void,
   repo: Repository,
-  lockOpts: { exclusive: boolean; retryMs?: number },
+  lockOpts: Omit<LockOptions, 'onLost'>,
   fn: () => Promise<T>,
 ): Promise<T> {
   const lock = await RepoLock.acquire(repo, lockOpts);
