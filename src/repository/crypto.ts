@@ -155,6 +155,21 @@ export function open(key: MasterKey, data: Uint8Array, what = 'object'): Buffer 
   return crypto.createDecipheriv('aes-256-ctr', key.encrypt, iv).update(ct);
 }
 
+/**
+ * `open` in place: checks the MAC, then decrypts the ciphertext where it is (in SEAL_PIECE pieces,
+ * so every cipher output has one size and the allocator reuses them) and returns the plaintext as
+ * a view of `data`. Nothing is written when the MAC does not match.
+ */
+export function openInPlace(key: MasterKey, data: Buffer, what = 'object'): Buffer {
+  const { iv, ct } = authenticate(key, data, what);
+  const decipher = crypto.createDecipheriv('aes-256-ctr', key.encrypt, iv);
+  for (let off = 0; off < ct.length; off += SEAL_PIECE) {
+    const end = Math.min(ct.length, off + SEAL_PIECE);
+    ct.set(decipher.update(ct.subarray(off, end)), off);
+  }
+  return ct;
+}
+
 /** MAC check only (no decryption), for `check --read-data` style verification. */
 export function verify(key: MasterKey, data: Uint8Array): boolean {
   if (data.length < OVERHEAD) return false;

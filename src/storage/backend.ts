@@ -34,6 +34,12 @@ export interface Backend {
    */
   load(type: FileType, name: string, offset?: number, length?: number): Promise<Buffer>;
 
+  /**
+   * Optional: `load` of `dest.length` bytes from `offset` into a buffer the caller owns (check reads
+   * whole packs into a few reused shared buffers instead of a new one per pack). Same errors as load.
+   */
+  loadInto?(type: FileType, name: string, offset: number, dest: Buffer): Promise<void>;
+
   /** Size of a file; kind 'not-found' if it does not exist. */
   stat(type: FileType, name: string): Promise<FileInfo>;
 

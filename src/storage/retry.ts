@@ -259,6 +259,12 @@ class RetryingBackend implements Backend {
     return this.policy.call(`loading ${what(type, name)}`, (ctx) => (this.inner as any).load(type, name, offset, length, ctx), length ?? 0);
   }
 
+  get loadInto(): Backend['loadInto'] {
+    const inner = this.inner as ProviderBackend & { loadInto?: (type: FileType, name: string, offset: number, dest: Buffer, ctx?: unknown) => Promise<void> };
+    if (!inner.loadInto) return undefined;
+    return (type, name, offset, dest) => this.policy.call(`loading ${what(type, name)}`, (ctx) => inner.loadInto!(type, name, offset, dest, ctx), dest.length);
+  }
+
   stat(type: FileType, name: string): Promise<FileInfo> {
     return this.policy.call(`stat ${what(type, name)}`, (ctx) => (this.inner as any).stat(type, name, ctx));
   }

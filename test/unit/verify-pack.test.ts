@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { newMasterKey, open, seal, sha256hex } from '../../src/repository/crypto.js';
+import { newMasterKey, open, openInPlace, seal, sha256hex } from '../../src/repository/crypto.js';
 import { compress, ScratchDecompressor } from '../../src/repository/compression.js';
 import { PackBuilder } from '../../src/repository/pack.js';
 import { verifyPackBytes, threadPoolOps, VerifyOps } from '../../src/maintenance/verify-pack.js';
@@ -33,10 +33,14 @@ function workerPool(): WorkerPool {
   return new WorkerPool(new URL('../../src/maintenance/verify-worker.js', import.meta.url), 2, { encrypt: key.encrypt, macK: key.macK, macR: key.macR });
 }
 
+/** As check runs it: the pack copied into a larger shared buffer (a reused slot), verified in place. */
 async function inWorker(pool: WorkerPool, id: string, data: Buffer, blobs: readonly { id: string }[]) {
-  const buf = new Uint8Array(data).buffer; // a copy: the original stays usable here
-  return pool.run<{ kind: string; id: string; message: string }[]>({ id, buf, blobs }, [buf]);
+  const buf = new SharedArrayBuffer(data.length + 4096);
+  Buffer.from(buf).fill(0xa5).set(data);
+  return pool.run<{ kind: string; id: string; message: string }[]>({ id, buf, size: data.length, blobs });
 }
+
+const inPlaceOps: VerifyOps = { ...syncOps, openInPlace };
 
 test('an intact pack: no problems, on the main thread, with synchronous ops and in a worker', async () => {
   const { id, data, blobs } = await makePack();
@@ -60,6 +64,7 @@ test('a flipped bit in each blob in turn: every way names that blob and the pack
       for (const problems of [
         await verifyPackBytes(key, id, bad, blobs, threadPoolOps),
         await verifyPackBytes(key, id, bad, blobs, syncOps),
+        await verifyPackBytes(key, id, Buffer.from(bad), blobs, inPlaceOps),
         await inWorker(pool, id, bad, blobs),
       ]) {
         const kinds = problems.map((p) => `${p.kind}:${p.id}`).sort();
@@ -113,6 +118,42 @@ test('the worker pool: answers in order of jobs, passes failures, and rejects wh
     assert.equal(await pool.run<number>({ n: 21 }), 42, 'a failed job leaves the worker usable');
     await assert.rejects(pool.run({ exit: 3 }), /exited \(code 3\)/);
     await assert.rejects(pool.run({ n: 1 }), /exited/, 'a pool with a dead worker refuses further jobs');
+  } finally {
+    await pool.close();
+  }
+});
+
+test('in-place decryption: the plaintext of every blob, and a damaged one is left as it was', async () => {
+  const { data, blobs, plains } = await makePack();
+  const copy = Buffer.from(data);
+  for (let i = 0; i < blobs.length; i++) {
+    const b = blobs[i]!;
+    const plain = await scratch.decompress(openInPlace(key, copy.subarray(b.offset, b.offset + b.length)));
+    assert.ok(Buffer.from(plain).equals(plains[i]!), `blob ${i}`);
+  }
+  const b = blobs[3]!;
+  const bad = Buffer.from(data);
+  bad[b.offset + 40] ^= 1;
+  const before = Buffer.from(bad);
+  assert.throws(() => openInPlace(key, bad.subarray(b.offset, b.offset + b.length), 'blob x'), /blob x: ciphertext verification failed/);
+  assert.ok(bad.equals(before), 'a blob whose MAC fails is not touched');
+});
+
+test('overlapping entries (unreadable header, index listing a blob twice): each verified from the original bytes', async () => {
+  const { id, data, blobs } = await makePack();
+  const bad = Buffer.from(data);
+  bad[bad.length - 10] ^= 0xff; // the header's MAC fails: verification goes by the index entries
+  const listed = [...blobs, { ...blobs[2]! }, { ...blobs[4]! }];
+  const pool = workerPool();
+  try {
+    for (const problems of [
+      await verifyPackBytes(key, id, Buffer.from(bad), listed, syncOps),
+      await verifyPackBytes(key, id, Buffer.from(bad), listed, inPlaceOps),
+      await inWorker(pool, id, bad, listed),
+    ]) {
+      // Decrypting a doubly listed blob twice in place would fail its second MAC check.
+      assert.deepEqual(problems.map((p) => p.kind).sort(), ['pack-hash', 'pack-header'], JSON.stringify(problems));
+    }
   } finally {
     await pool.close();
   }
