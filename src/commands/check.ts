@@ -2,7 +2,7 @@ import { Flags } from '@oclif/core';
 import { DmctlCommand, repoFlags } from '../base-command.js';
 import { openRepositoryFromSettings } from '../config/open-repo.js';
 import { EXIT_CODES } from '../core/errors.js';
-import { check, CheckResult, parseReadDataSubset } from '../maintenance/check.js';
+import { check, CheckResult, MetadataPrefetch, parseReadDataSubset } from '../maintenance/check.js';
 import { formatBytes } from '../ui/format.js';
 import { withRepoLock } from './prune.js';
 import { kubeRequested, maintenanceKubeFlags, runInCluster } from '../kube/cli.js';
@@ -36,10 +36,14 @@ Each problem is printed with the ID of the damaged object. Exit code 5 when the 
     // cache (a good cached copy would hide a damaged or missing index file or tree pack).
     if (!flags['with-cache']) repo.cache = undefined;
     let result: CheckResult;
+    // Snapshot and index files are read while the lock is taken (it waits 200 ms before its recheck).
+    const prefetched = flags['no-lock'] ? undefined : new MetadataPrefetch(repo);
     try {
-      const go = () => check(repo, { readData: flags['read-data'], readDataSubset: flags['read-data-subset'], progress: this.progress('check'), signal: this.abortSignal });
+      const go = () => check(repo, { readData: flags['read-data'], readDataSubset: flags['read-data-subset'], progress: this.progress('check'), signal: this.abortSignal, prefetched });
       result = flags['no-lock'] ? await go() : await withRepoLock((h) => this.onInterrupt(h), repo, { exclusive: true, retryMs: settings.retryLockMs }, go);
     } finally {
+      prefetched?.stop();
+      await prefetched?.done;
       await repo.backend.close();
     }
     if (!this.jsonEnabled()) {

@@ -16,7 +16,7 @@ import { Repository } from '../repository/repository.js';
 import { decodeSnapshot } from '../repository/snapshot.js';
 import { compareHeader, describe, entrySig, verifyPackBytes } from './verify-pack.js';
 import type { VerifyJob } from './verify-worker.js';
-import { transferable, WorkerPool, workerCount } from '../core/worker-pool.js';
+import { WorkerPool, workerCount } from '../core/worker-pool.js';
 import { masterKeyData, type MasterKey } from '../repository/crypto.js';
 
 export interface CheckOptions {
@@ -26,6 +26,59 @@ export interface CheckOptions {
   readDataSubset?: string;
   progress?: ProgressFn;
   signal?: AbortSignal;
+  /** Snapshot and index files read ahead (while the lock was being taken); see prefetchMetadata. */
+  prefetched?: MetadataPrefetch;
+}
+
+/**
+ * Snapshot and index files read ahead of check, e.g. while the lock waits out its 200 ms recheck.
+ * Safe without the lock: a file's name is the hash of its content, so a file read early is the file
+ * read late; check still lists the repository under the lock and uses only what that listing names
+ * (anything not read ahead, or that failed, is read then, and its errors reported then). Read ahead
+ * up to a budget of bytes, so a huge index is not held twice.
+ */
+export class MetadataPrefetch {
+  private readonly files = new Map<string, Promise<Buffer | undefined>>();
+  private bytes = 0;
+  private stopped = false;
+  readonly done: Promise<void>;
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly budget = 64 * 1024 * 1024,
+  ) {
+    this.done = this.run().catch(() => {});
+  }
+
+  private async run(): Promise<void> {
+    for (const type of ['snapshots', 'index'] as const) {
+      const ids = await this.repo.list(type);
+      await mapLimit(ids, Math.max(4, this.repo.backend.connections), async (id) => {
+        if (this.stopped || this.bytes >= this.budget) return;
+        const p = this.repo.loadUnpacked(type, id).then(
+          (b) => {
+            this.bytes += b.length;
+            return b;
+          },
+          () => undefined,
+        );
+        this.files.set(`${type}/${id}`, p);
+        await p;
+      });
+    }
+  }
+
+  /** The file if it was read ahead (handed out once), else undefined. */
+  take(type: 'snapshots' | 'index', id: string): Promise<Buffer | undefined> | undefined {
+    const p = this.files.get(`${type}/${id}`);
+    this.files.delete(`${type}/${id}`);
+    return p;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.files.clear();
+  }
 }
 
 export type ProblemKind =
@@ -107,12 +160,14 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   const selectSubset = opts.readDataSubset !== undefined ? parseReadDataSubset(opts.readDataSubset) : undefined;
   if (opts.readData && selectSubset) throw new UsageError('--read-data and --read-data-subset cannot be used together');
 
+  const load = async (type: 'snapshots' | 'index', id: string): Promise<Buffer> => (await opts.prefetched?.take(type, id)) ?? repo.loadUnpacked(type, id);
+
   // Snapshots are listed before the index is loaded (§17).
   const snapIds = await repo.listSnapshotFiles();
   const roots: { snap: string; tree: string }[] = [];
   await mapLimit(snapIds, conc, async (id) => {
     try {
-      roots.push({ snap: id, tree: decodeSnapshot(await repo.loadSnapshotJson(id)).tree });
+      roots.push({ snap: id, tree: decodeSnapshot(await load('snapshots', id)).tree });
     } catch (err) {
       if (isStorageOutage(err)) throw err;
       errors.push({ kind: 'snapshot', id, message: `snapshot ${id}: ${describe(err)}` });
@@ -126,7 +181,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   await mapLimit(indexIds, conc, async (id) => {
     let f: IndexFile;
     try {
-      f = decodeIndex(await repo.loadUnpacked('index', id), `index ${id}`);
+      f = decodeIndex(await load('index', id), `index ${id}`);
     } catch (err) {
       if (isStorageOutage(err)) throw err;
       errors.push({ kind: 'index', id, message: `index ${id}: ${describe(err)}` });
@@ -180,20 +235,29 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
     progress({ phase: 'pack headers', filesDone: ++headersDone, filesTotal: headerPacks.length });
   });
 
-  // Snapshots → trees → blobs.
+  // Snapshots → trees → blobs, on this thread, while the packs' data is verified in the workers:
+  // the walk uses about one core, verification the others.
   abortIfAsked();
-  const trees = await checkTrees(repo, roots, errors, progress, opts.signal);
+  const treeErrors: CheckProblem[] = [];
+  const walking = checkTrees(repo, roots, treeErrors, progress, opts.signal);
+  let walkFailed = false;
+  walking.catch(() => (walkFailed = true)); // awaited below (its error is the one reported); stops the reading
 
   // Data: whole packs verified in worker threads, one per core (verify-worker.ts); where workers
   // cannot start, on this thread with large blobs' work on libuv's pool (verifyPackBytes).
+  const dataErrors: CheckProblem[] = [];
   let packsRead = 0;
   let bytesRead = 0;
   const readList = [...toRead];
   const verifier = readList.length ? startVerifier(repo.key) : undefined;
+  // One more pack in flight than there are workers: the next one is read while they verify.
+  const inFlight = (verifier?.size ?? 1) + 1;
+  const slots = new PackSlots(Math.max(0, ...readList.map(([, size]) => size)), inFlight);
   try {
-    await mapLimit(readList, verifier?.size ?? 2, async ([id, size]) => {
+    await mapLimit(readList, inFlight, async ([id, size]) => {
       abortIfAsked();
-      errors.push(...(await readPack(repo, id, size, packIndex.get(id)!.blobs, verifier?.pool)));
+      if (walkFailed) return;
+      dataErrors.push(...(await readPack(repo, id, size, packIndex.get(id)!.blobs, slots, verifier?.pool)));
       packsRead++;
       bytesRead += size;
       progress({ phase: 'read data', filesDone: packsRead, filesTotal: readList.length, bytesDone: bytesRead });
@@ -201,6 +265,8 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   } finally {
     await verifier?.pool.close();
   }
+  const trees = await walking;
+  errors.push(...treeErrors, ...dataErrors);
 
   return {
     snapshots: snapIds.length,
@@ -352,28 +418,71 @@ function startVerifier(key: MasterKey): { pool: WorkerPool; size: number } | und
   }
 }
 
+/** Largest pack read into a reused buffer; a larger one (restic's --pack-size goes to 128 MiB) gets its own. */
+const SLOT_MAX = 64 * 1024 * 1024;
+
+/**
+ * The buffers packs are read into for verification: shared memory, so a worker verifies the pack
+ * where it was read, and reused, so reading 600 MB of packs allocates the same few buffers (each
+ * the size of the largest pack) instead of a new 16 MiB one per pack left for the GC to find.
+ */
+class PackSlots {
+  private readonly free: SharedArrayBuffer[] = [];
+  private made = 0;
+  constructor(
+    private readonly slotSize: number,
+    private readonly count: number,
+  ) {}
+
+  take(size: number): SharedArrayBuffer {
+    if (size > this.slotSize || this.slotSize > SLOT_MAX) return new SharedArrayBuffer(size);
+    const s = this.free.pop();
+    if (s) return s;
+    if (this.made >= this.count) throw new Error('internal error: more packs in flight than buffers');
+    this.made++;
+    return new SharedArrayBuffer(this.slotSize);
+  }
+
+  give(s: SharedArrayBuffer): void {
+    if (s.byteLength === this.slotSize && this.slotSize <= SLOT_MAX) this.free.push(s);
+  }
+}
+
+/** Reads one whole pack into `data` (its exact size); a problem instead when it cannot be read. */
+async function loadPackInto(repo: Repository, id: string, data: Buffer): Promise<CheckProblem[] | undefined> {
+  try {
+    if (repo.backend.loadInto) await repo.backend.loadInto('data', id, 0, data);
+    else data.set(await repo.backend.load('data', id, 0, data.length));
+    return undefined;
+  } catch (err) {
+    if (isStorageOutage(err)) throw err;
+    return [{ kind: 'pack-missing', id, message: `pack ${id}: cannot be read: ${describe(err)}` }];
+  }
+}
+
 /** Reads one whole pack and verifies it, in a worker thread when there are some. */
-async function readPack(repo: Repository, id: string, size: number, indexBlobs: readonly PackedBlob[], pool?: WorkerPool): Promise<CheckProblem[]> {
-  const load = async (): Promise<Buffer | CheckProblem[]> => {
+async function readPack(repo: Repository, id: string, size: number, indexBlobs: readonly PackedBlob[], slots: PackSlots, pool?: WorkerPool): Promise<CheckProblem[]> {
+  if (pool) {
+    const slot = slots.take(size);
     try {
-      return await repo.backend.load('data', id, 0, size);
+      const unreadable = await loadPackInto(repo, id, Buffer.from(slot, 0, size));
+      if (unreadable) return unreadable;
+      return await pool.run<CheckProblem[]>({ id, buf: slot, size, blobs: indexBlobs } satisfies VerifyJob);
     } catch (err) {
       if (isStorageOutage(err)) throw err;
-      return [{ kind: 'pack-missing', id, message: `pack ${id}: cannot be read: ${describe(err)}` }];
+      // The worker failed (not the pack: problems are answers, not errors), maybe halfway through
+      // decrypting it in place: verify here instead, below.
+    } finally {
+      slots.give(slot);
     }
-  };
-  const data = await load();
-  if (!Buffer.isBuffer(data)) return data;
-  if (pool) {
-    const { buf } = transferable(data);
-    try {
-      return await pool.run<CheckProblem[]>({ id, buf, blobs: indexBlobs } satisfies VerifyJob, [buf]);
-    } catch {
-      // The worker failed (not the pack: problems are answers, not errors); verify here instead.
-      const again = await load();
-      if (!Buffer.isBuffer(again)) return again;
-      return verifyPackBytes(repo.key, id, again, indexBlobs);
-    }
+  }
+  // On this thread, from a buffer of its own: WebCrypto (large blobs) refuses shared memory.
+  let data: Buffer;
+  try {
+    data = await repo.backend.load('data', id, 0, size);
+  } catch (err) {
+    if (isStorageOutage(err)) throw err;
+    return [{ kind: 'pack-missing', id, message: `pack ${id}: cannot be read: ${describe(err)}` }];
   }
   return verifyPackBytes(repo.key, id, data, indexBlobs);
 }
