@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import {
+  decodeParentTree,
   decodeTree,
   encodeNode,
   encodeTree,
@@ -174,4 +175,50 @@ test('parser keeps key order and raw numbers', () => {
   assert.deepEqual(entries.map((e) => e[0]), ['b', 'a']);
   assert.equal(entries[0]![2], '1e3');
   assert.deepEqual(entries[1]![1], [true, false, null, 'é😀']);
+});
+
+// decodeParentTree: the fields a backup compares, from JSON.parse, must be exactly what the
+// byte-exact decoder reads, or it must decline (undefined) and leave the tree to decodeTree.
+const parentFields = (n: Partial<Node>) => ({ name: n.name, type: n.type, mtime: n.mtime, ctime: n.ctime, size: n.size, inode: n.inode, content: n.content, subtree: n.subtree });
+
+test('decodeParentTree reads what decodeTree reads, or declines', () => {
+  let seed = 99;
+  const rnd = () => ((seed = (seed * 1664525 + 1013904223) >>> 0) / 2 ** 32);
+  const names = ['plain', 'ünïcödé', '日本', 'with space', 'x:y,[]{}', 'quote"d', 'back\\slash', Buffer.from([0x66, 0xff, 0x80]), 'tab\t'];
+  const times = ['2026-11-21T13:31:22.48384016Z', '2019-01-02T03:04:05+02:00', '1970-01-01T00:00:00Z', '2023-10-03T08:52:32.000000001-07:30'];
+  let fast = 0;
+  let declined = 0;
+  for (let i = 0; i < 400; i++) {
+    const nodes: Node[] = [];
+    const count = 1 + Math.floor(rnd() * 8);
+    for (let k = 0; k < count; k++) {
+      // (names that need escapes, the last four, in about one node of ten)
+      const nm = rnd() < 0.1 ? names[5 + Math.floor(rnd() * 4)]! : names[Math.floor(rnd() * 5)]!;
+      const name = Buffer.concat([typeof nm === 'string' ? Buffer.from(nm) : nm, Buffer.from(`-${k}`)]);
+      const t = () => parseGoTime(times[Math.floor(rnd() * times.length)]!);
+      const big = rnd() < 0.05;
+      if (rnd() < 0.6) {
+        nodes.push(node(name, { mtime: t(), ctime: t(), size: BigInt(Math.floor(rnd() * 1e12)), inode: big ? 2n ** 60n + 7n : BigInt(Math.floor(rnd() * 1e9)), content: rnd() < 0.2 ? [] : [ID1, ID2].slice(0, 1 + Math.floor(rnd() * 2)) }));
+      } else {
+        nodes.push(node(name, { type: 'dir', mode: 2147484141, mtime: t(), ctime: t(), content: null, subtree: ID2, inode: BigInt(k + 1) }));
+      }
+    }
+    nodes.sort((a, b) => Buffer.compare(a.name, b.name));
+    const buf = encodeTree(nodes);
+    const full = decodeTree(buf);
+    const quick = decodeParentTree(buf);
+    if (quick === undefined) {
+      declined++;
+      continue;
+    }
+    fast++;
+    assert.deepEqual(quick.map(parentFields), full.map(parentFields), buf.toString());
+  }
+  assert.ok(fast > 100 && declined > 50, `fast ${fast}, declined ${declined}`);
+  // Declines: an inode beyond 2^53, a key in another case (Go reads it as the same key), an escape.
+  assert.equal(decodeParentTree(Buffer.from(`{"nodes":[{"name":"f","type":"file","inode":18446744073709551615,"content":[]}]}`)), undefined);
+  assert.equal(decodeParentTree(Buffer.from(`{"nodes":[{"Name":"f","type":"file","content":[]}]}`)), undefined);
+  assert.equal(decodeParentTree(Buffer.from(`{"nodes":[{"name":"\\u0066","type":"file","content":[]}]}`)), undefined);
+  assert.equal(decodeParentTree(Buffer.from(`{"nodes":[{"name":"f","type":"file","content":["${ID1.toUpperCase()}"]}]}`)), undefined);
+  assert.deepEqual(decodeParentTree(Buffer.from('{"nodes":null}')), []);
 });
