@@ -9,7 +9,7 @@ import { DmctlError, UsageError, describeSystemError } from '../core/errors.js';
 import { Semaphore, mapLimit } from '../core/limit.js';
 import { ProgressFn, noProgress } from '../core/progress.js';
 import { Repository, BlobWriter, WriterStats, Compression } from '../repository/repository.js';
-import { Node, ParentNode, encodeTree, decodeTree, decodeParentTree } from '../repository/tree.js';
+import { Node, encodeTree, decodeTree } from '../repository/tree.js';
 import { Snapshot, encodeSnapshot } from '../repository/snapshot.js';
 import { GoTime, nowGoTime, formatGoTime as formatTime } from '../repository/gotime.js';
 import { sha256hex } from '../repository/crypto.js';
@@ -124,7 +124,7 @@ export class Archiver {
   readonly errors: { path: string; message: string }[] = [];
   private readonly excludes: string[];
   private readonly hardlinks = new Map<string, Promise<{ content: string[]; size: number }>>();
-  private readonly parentTrees = new Map<string, Promise<ParentNode[]>>();
+  private readonly parentTrees = new Map<string, Promise<Node[]>>();
 
   constructor(
     private readonly repo: Repository,
@@ -165,20 +165,20 @@ export class Archiver {
   /** Starts loading a parent tree before it is needed (the walk would otherwise wait for each one). */
   private prefetchParent(subtree: string | undefined): void {
     if (!subtree || this.parentTrees.has(subtree)) return;
-    this.parentTrees.set(subtree, this.repo.loadBlob('tree', subtree).then((b) => decodeParentTree(b) ?? decodeTree(b)).catch(() => []));
+    this.parentTrees.set(subtree, this.repo.loadBlob('tree', subtree).then((b) => decodeTree(b)).catch(() => []));
   }
 
-  private async parentChildren(subtree: string | undefined): Promise<Map<string, ParentNode> | undefined> {
+  private async parentChildren(subtree: string | undefined): Promise<Map<string, Node> | undefined> {
     if (!subtree) return undefined;
     this.prefetchParent(subtree);
     const nodes = await this.parentTrees.get(subtree)!;
     this.parentTrees.delete(subtree);
-    const m = new Map<string, ParentNode>();
+    const m = new Map<string, Node>();
     for (const n of nodes) m.set(n.name.toString('latin1'), n);
     return m;
   }
 
-  private unchanged(node: Node, old: ParentNode | undefined): boolean {
+  private unchanged(node: Node, old: Node | undefined): boolean {
     if (!old || old.type !== 'file' || !old.content) return false;
     if (old.mtime.unixSec !== node.mtime.unixSec || old.mtime.nsec !== node.mtime.nsec) return false;
     if ((old.size ?? 0n) !== (node.size ?? 0n)) return false;
@@ -190,7 +190,7 @@ export class Archiver {
     return true;
   }
 
-  private async saveRegular(fsPath: string | Buffer, node: Node, st: BigIntStats, old: ParentNode | undefined): Promise<void> {
+  private async saveRegular(fsPath: string | Buffer, node: Node, st: BigIntStats, old: Node | undefined): Promise<void> {
     if (this.unchanged(node, old)) {
       node.content = old!.content;
       this.counters.filesUnmodified++;
@@ -242,7 +242,7 @@ export class Archiver {
   }
 
   /** Archives a directory's entries; returns the tree ID. */
-  private async saveDir(fsPath: string | Buffer, old: Map<string, ParentNode> | undefined, extra?: Map<string, TrieNode>): Promise<string> {
+  private async saveDir(fsPath: string | Buffer, old: Map<string, Node> | undefined, extra?: Map<string, TrieNode>): Promise<string> {
     // Paths stay bytes all the way down: names need not be UTF-8, and a JS string of them would
     // name a different file.
     const dirBytes = typeof fsPath === 'string' ? Buffer.from(fsPath) : fsPath;
@@ -334,7 +334,7 @@ export class Archiver {
   }
 
   /** A node of the target trie: a target (archived whole) or a prefix directory (only listed children). */
-  private async saveTrieNode(t: TrieNode, oldSiblings: Map<string, ParentNode> | undefined): Promise<Node> {
+  private async saveTrieNode(t: TrieNode, oldSiblings: Map<string, Node> | undefined): Promise<Node> {
     const key = t.name.toString('latin1');
     const oldNode = oldSiblings?.get(key);
     let st: BigIntStats;

@@ -3,6 +3,7 @@
 // dedup against trees restic wrote). Field order, omission rules and escaping follow restic's
 // Node struct marshalled by go1.19 encoding/json; names are Go-quoted first (goquote.ts).
 
+import { isUtf8 } from 'node:buffer';
 import { DmctlError, IntegrityError } from '../core/errors.js';
 import { goQuote, goUnquote } from './goquote.js';
 import {
@@ -311,6 +312,11 @@ export function decodeNode(obj: JsonValue): Node {
 
 /** Decodes a tree blob (any valid restic tree JSON). Throws IntegrityError on anything else. */
 export function decodeTree(buf: Uint8Array): Node[] {
+  return decodeTreeFast(buf) ?? decodeTreeExact(buf);
+}
+
+/** decodeTree with the Go-exact parser only (decodeTreeFast declined). */
+export function decodeTreeExact(buf: Uint8Array): Node[] {
   const doc = parseGoJson(buf, 'tree');
   if (!(doc instanceof JsonObject)) throw damaged('not a JSON object');
   let nodes: JsonValue = null;
@@ -320,70 +326,166 @@ export function decodeTree(buf: Uint8Array): Node[] {
   return nodes.map(decodeNode);
 }
 
-/** What a backup compares of a parent snapshot's node to decide whether a file is unchanged. */
-export type ParentNode = Pick<Node, 'name' | 'type' | 'mtime' | 'ctime' | 'size' | 'inode' | 'content' | 'subtree'>;
-
-/** Keys restic writes in a node, as it spells them (anything else sends a tree to decodeTree). */
-const NODE_KEYS = new Set([
-  'name', 'type', 'mode', 'mtime', 'atime', 'ctime', 'uid', 'gid', 'user', 'group', 'inode', 'device_id', 'size', 'links',
-  'linktarget', 'linktarget_raw', 'extended_attributes', 'generic_attributes', 'device', 'content', 'subtree', 'error',
-]);
-const LOWER_ID = /^[0-9a-f]{64}$/;
+/** Keys restic 0.14 writes in a node, as it spells them. */
+const NODE_KEYS = new Set(['name', 'type', 'mode', 'mtime', 'atime', 'ctime', 'uid', 'gid', 'user', 'group', 'inode', 'device_id', 'size', 'links', 'linktarget', 'extended_attributes', 'device', 'content', 'subtree', 'error']);
+const HEX_ID = /^[0-9a-fA-F]{64}$/;
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 /**
- * The fields a backup compares, of a parent tree's nodes, decoded with the engine's JSON parser, or
- * undefined when the tree needs the byte-exact decoder (decodeTree) to be read right: any backslash
- * (escapes: names that are not UTF-8 come that way), a key restic does not write or a key in
- * another case (Go matches keys case-insensitively), a number beyond 2^53, anything malformed.
- * Without escapes a JSON string's bytes are its UTF-8, so names come out byte for byte. The full
- * decoder took most of an unchanged-tree backup's main thread after the syscalls.
+ * True when every number outside the JSON strings is a plain unsigned integer (no sign, fraction or
+ * exponent: the exact decoder rejects those, JSON.parse would not). Only for text without
+ * backslashes, where every quote opens or closes a string.
  */
-export function decodeParentTree(buf: Buffer): ParentNode[] | undefined {
-  if (buf.indexOf(0x5c) >= 0) return undefined;
+function plainNumbers(buf: Uint8Array): boolean {
+  let inString = false;
+  for (let i = 0; i < buf.length; i++) {
+    const c = buf[i]!;
+    if (c === 0x22) inString = !inString;
+    else if (!inString) {
+      if (c === 0x2d || c === 0x2b || c === 0x2e) return false; // - + .
+      if ((c === 0x65 || c === 0x45) && i > 0 && buf[i - 1]! >= 0x30 && buf[i - 1]! <= 0x39) return false; // 1e5
+      if (c === 0x30 && i + 1 < buf.length && buf[i + 1]! >= 0x30 && buf[i + 1]! <= 0x39 && !(i > 0 && buf[i - 1]! >= 0x30 && buf[i - 1]! <= 0x39)) return false; // 01
+    }
+  }
+  return true;
+}
+
+/**
+ * decodeTree through the engine's JSON parser, for the trees where that gives exactly what the
+ * Go-exact decoder gives (that one, in JS, took most of the main thread of unchanged-tree backups
+ * and of restores after the syscalls). Undefined (decline) on anything that needs it: a backslash
+ * anywhere (escapes: names that are not UTF-8 come that way), bytes that are not UTF-8, numbers
+ * that are not plain unsigned integers or are beyond 2^53, a key restic 0.14 does not write or one
+ * in another case (Go matches keys case-insensitively and keeps unknown ones raw), any value of the
+ * wrong kind. Without escapes a JSON string's bytes are its UTF-8, so names come out byte for byte.
+ */
+export function decodeTreeFast(buf: Uint8Array): Node[] | undefined {
+  const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.length);
+  if (b.indexOf(0x5c) >= 0 || !isUtf8(b) || !plainNumbers(b)) return undefined;
   let doc: unknown;
   try {
-    doc = JSON.parse(buf.toString('utf8'));
+    doc = JSON.parse(b.toString('utf8'));
   } catch {
     return undefined;
   }
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) return undefined;
-  const keys = Object.keys(doc);
-  if (keys.length !== 1 || keys[0] !== 'nodes') return undefined;
-  const nodes = (doc as { nodes: unknown }).nodes;
-  if (nodes === null) return [];
+  for (const k in doc) if (k !== 'nodes' && k.toLowerCase() === 'nodes') return undefined;
+  const nodes = (doc as { nodes?: unknown }).nodes;
+  if (nodes === undefined || nodes === null) return [];
   if (!Array.isArray(nodes)) return undefined;
-  const out: ParentNode[] = new Array(nodes.length);
-  const uint = (v: unknown): bigint | undefined | false => {
-    if (v === undefined || v === null) return undefined;
-    return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? BigInt(v) : false;
-  };
-  const time = (v: unknown): GoTime | undefined => {
-    if (v === undefined || v === null) return { ...ZERO_GO_TIME };
-    return typeof v === 'string' ? tryParseGoTime(v) : undefined;
-  };
+  const out: Node[] = new Array(nodes.length);
   for (let i = 0; i < nodes.length; i++) {
-    const o = nodes[i] as Record<string, unknown> | null;
-    if (o === null || typeof o !== 'object' || Array.isArray(o)) return undefined;
-    for (const k in o) if (!NODE_KEYS.has(k)) return undefined;
-    const { name, type, content, subtree } = o;
-    if ((name !== undefined && name !== null && typeof name !== 'string') || (type !== undefined && type !== null && typeof type !== 'string')) return undefined;
-    const mtime = time(o.mtime);
-    const ctime = time(o.ctime);
-    const size = uint(o.size);
-    const inode = uint(o.inode);
-    if (!mtime || !ctime || size === false || inode === false) return undefined;
-    let ids: string[] | null = null;
-    if (content !== undefined && content !== null) {
-      if (!Array.isArray(content)) return undefined;
-      for (const c of content) if (typeof c !== 'string' || !LOWER_ID.test(c)) return undefined;
-      ids = content as string[];
-    }
-    if (subtree !== undefined && subtree !== null && (typeof subtree !== 'string' || !LOWER_ID.test(subtree))) return undefined;
-    const n: ParentNode = { name: Buffer.from((name as string | null | undefined) ?? '', 'utf8'), type: ((type as string | null | undefined) ?? '') as NodeType, mtime, ctime, content: ids };
-    if (size !== undefined) n.size = size;
-    if (inode !== undefined) n.inode = inode;
-    if (typeof subtree === 'string') n.subtree = subtree;
+    const n = fastNode(nodes[i]);
+    if (!n) return undefined;
     out[i] = n;
   }
   return out;
+}
+
+const DECLINE = Symbol('decline');
+type Maybe<T> = T | typeof DECLINE;
+
+function fastString(v: unknown): Maybe<string | undefined> {
+  if (v === undefined || v === null) return undefined;
+  return typeof v === 'string' ? v : DECLINE;
+}
+
+function fastUint(v: unknown, bits: 32 | 64): Maybe<bigint | undefined> {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || (bits === 32 && v >= 2 ** 32)) return DECLINE;
+  return BigInt(v);
+}
+
+function fastTime(v: unknown): Maybe<GoTime> {
+  if (v === undefined || v === null) return { ...ZERO_GO_TIME };
+  if (typeof v !== 'string') return DECLINE;
+  return tryParseGoTime(v) ?? DECLINE;
+}
+
+function fastId(v: unknown): Maybe<string> {
+  return typeof v === 'string' && HEX_ID.test(v) ? v.toLowerCase() : DECLINE;
+}
+
+/** One node as decodeNode builds it, or undefined to decline. */
+function fastNode(o: unknown): Node | undefined {
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) return undefined;
+  const r = o as Record<string, unknown>;
+  for (const k in r) if (!NODE_KEYS.has(k)) return undefined;
+  const name = fastString(r.name);
+  const type = fastString(r.type);
+  const mode = fastUint(r.mode, 32);
+  const mtime = fastTime(r.mtime);
+  const atime = fastTime(r.atime);
+  const ctime = fastTime(r.ctime);
+  const uid = fastUint(r.uid, 32);
+  const gid = fastUint(r.gid, 32);
+  const user = fastString(r.user);
+  const group = fastString(r.group);
+  const inode = fastUint(r.inode, 64);
+  const deviceId = fastUint(r.device_id, 64);
+  const size = fastUint(r.size, 64);
+  const links = fastUint(r.links, 64);
+  const linktarget = fastString(r.linktarget);
+  const device = fastUint(r.device, 64);
+  const error = fastString(r.error);
+  if (
+    name === DECLINE || type === DECLINE || mode === DECLINE || mtime === DECLINE || atime === DECLINE || ctime === DECLINE || uid === DECLINE || gid === DECLINE ||
+    user === DECLINE || group === DECLINE || inode === DECLINE || deviceId === DECLINE || size === DECLINE || links === DECLINE || linktarget === DECLINE ||
+    device === DECLINE || error === DECLINE
+  ) {
+    return undefined;
+  }
+  let content: string[] | null = null;
+  if (r.content !== undefined && r.content !== null) {
+    if (!Array.isArray(r.content)) return undefined;
+    content = new Array(r.content.length);
+    for (let i = 0; i < r.content.length; i++) {
+      const id = fastId(r.content[i]);
+      if (id === DECLINE) return undefined;
+      content[i] = id;
+    }
+  }
+  let subtree: string | undefined;
+  if (r.subtree !== undefined && r.subtree !== null) {
+    const id = fastId(r.subtree);
+    if (id === DECLINE) return undefined;
+    subtree = id;
+  }
+  let xattrs: ExtendedAttribute[] | undefined;
+  if (r.extended_attributes !== undefined && r.extended_attributes !== null) {
+    if (!Array.isArray(r.extended_attributes)) return undefined;
+    xattrs = [];
+    for (const a of r.extended_attributes as unknown[]) {
+      if (a === null || typeof a !== 'object' || Array.isArray(a)) return undefined;
+      const x = a as Record<string, unknown>;
+      for (const k in x) if (k !== 'name' && k !== 'value') return undefined;
+      const xname = fastString(x.name);
+      const xvalue = fastString(x.value);
+      if (xname === DECLINE || xvalue === DECLINE || (xvalue !== undefined && !BASE64.test(xvalue))) return undefined;
+      xattrs.push({ name: xname ?? '', value: xvalue === undefined ? Buffer.alloc(0) : Buffer.from(xvalue, 'base64') });
+    }
+  }
+  const n: Node = {
+    name: Buffer.from(name ?? '', 'utf8'),
+    type: (type ?? '') as NodeType,
+    mode: Number(mode ?? 0n),
+    mtime,
+    atime,
+    ctime,
+    uid: Number(uid ?? 0n),
+    gid: Number(gid ?? 0n),
+    content,
+  };
+  if (user !== undefined) n.user = user;
+  if (group !== undefined) n.group = group;
+  if (inode !== undefined) n.inode = inode;
+  if (deviceId !== undefined) n.deviceId = deviceId;
+  if (size !== undefined) n.size = size;
+  if (links !== undefined) n.links = links;
+  if (linktarget !== undefined) n.linktarget = bytesFromGoString(linktarget);
+  if (xattrs !== undefined) n.extendedAttributes = xattrs;
+  if (device !== undefined) n.device = device;
+  if (subtree !== undefined) n.subtree = subtree;
+  if (error !== undefined) n.error = error;
+  return n;
 }
