@@ -283,7 +283,8 @@ export class Archiver {
       }
       if (this.excluded(full.toString(), st.isDirectory())) return;
       if (st.isSocket()) return; // restic skips sockets
-      const node = await nodeFromStat(name, full, st, { withAtime: this.opts.withAtime });
+      const previous = this.opts.ignoreInode ? undefined : old?.get(name.toString('latin1'));
+      const node = await nodeFromStat(name, full, st, { withAtime: this.opts.withAtime, previous });
       if (st.isDirectory()) {
         subdirs.push({ name, full, st });
         nodes.push(node);
@@ -343,7 +344,7 @@ export class Archiver {
     } catch (err) {
       throw new UsageError(`cannot back up ${t.fsPath}: ${describeSystemError(err)}`);
     }
-    const node = await nodeFromStat(t.name, Buffer.from(t.fsPath), st, { withAtime: this.opts.withAtime });
+    const node = await nodeFromStat(t.name, Buffer.from(t.fsPath), st, { withAtime: this.opts.withAtime, previous: this.opts.ignoreInode ? undefined : oldNode });
     if (t.target) {
       if (st.isDirectory()) {
         const oldChildren = oldNode?.type === 'dir' ? await this.parentChildren(oldNode.subtree) : undefined;

@@ -18,6 +18,27 @@ export interface NodeFromStatOptions {
   withAtime?: boolean;
   /** Skip extended attributes (default: collect them). */
   noXattrs?: boolean;
+  /**
+   * The entry's node in the parent snapshot. When it is the same inode of the same device with the
+   * same change time, its extended attributes and link target are taken from there instead of being
+   * read again: setting or removing an xattr updates the change time (as does any metadata change),
+   * and a symlink's target cannot change without a new inode. Half of an unchanged tree's backup was
+   * these calls (listxattr for every entry, readlink for every link).
+   */
+  previous?: Node;
+}
+
+/** The parent's node describes this inode as it still is (see NodeFromStatOptions.previous). */
+function sameInode(prev: Node | undefined, node: Node, st: BigIntStats): prev is Node {
+  return (
+    prev !== undefined &&
+    prev.type === node.type &&
+    st.ino !== 0n &&
+    prev.inode === st.ino &&
+    prev.deviceId === st.dev &&
+    prev.ctime.unixSec === node.ctime.unixSec &&
+    prev.ctime.nsec === node.ctime.nsec
+  );
 }
 
 /** Linux O_PATH: an fd that only names the file (no read permission needed, no open side effects). */
@@ -151,7 +172,7 @@ export async function nodeFromStat(name: Buffer, fullPath: Buffer, st: BigIntSta
       node.links = st.nlink;
       break;
     case 'symlink':
-      node.linktarget = await readlink(fullPath, { encoding: 'buffer' });
+      node.linktarget = sameInode(opts.previous, node, st) && opts.previous.linktarget ? opts.previous.linktarget : await readlink(fullPath, { encoding: 'buffer' });
       node.links = st.nlink;
       break;
     case 'dev':
@@ -163,7 +184,7 @@ export async function nodeFromStat(name: Buffer, fullPath: Buffer, st: BigIntSta
       break;
   }
   if (type !== 'symlink' && !opts.noXattrs) {
-    const attrs = await readXattrs(fullPath, type === 'dir');
+    const attrs = sameInode(opts.previous, node, st) ? (opts.previous.extendedAttributes ?? []) : await readXattrs(fullPath, type === 'dir');
     if (attrs.length > 0) node.extendedAttributes = attrs;
   }
   return node;
