@@ -99,17 +99,17 @@ export class PackBuilder {
     }
     const b: PackedBlob = { type: this.type, id, offset: this.size, length: sealed.length, uncompressedLength };
     this.blobs.push(b);
+    this.header += entrySize(b);
     this.parts.push(sealed);
     this.hash.update(sealed);
     this.size += sealed.length;
     return b;
   }
 
-  /** Header size once finished (for the "close when ≥ target" decision). */
+  /** Header size once finished (for the "close when ≥ target" decision), kept as blobs are added. */
+  private header = 4 + OVERHEAD;
   headerSize(): number {
-    let s = 4 + OVERHEAD;
-    for (const b of this.blobs) s += entrySize(b);
-    return s;
+    return this.header;
   }
 
   finish(key: MasterKey): { id: string; data: Buffer; blobs: PackedBlob[] } {
@@ -183,10 +183,10 @@ export class FilePackBuilder {
     return this.blobs.length;
   }
 
+  /** Kept as blobs are added: summing the entries on every add made filling a pack of small blobs quadratic. */
+  private header = 4 + OVERHEAD;
   headerSize(): number {
-    let s = 4 + OVERHEAD;
-    for (const b of this.blobs) s += entrySize(b);
-    return s;
+    return this.header;
   }
 
   /** Sealed blobs not yet written (small blobs are written in batches, one writev per ~1 MiB). */
@@ -199,6 +199,7 @@ export class FilePackBuilder {
   add(id: string, sealed: Buffer, uncompressedLength: number, written?: () => void): PackedBlob {
     const b: PackedBlob = { type: this.type, id, offset: this.size, length: sealed.length, uncompressedLength };
     this.blobs.push(b);
+    this.header += entrySize(b);
     this.hash.update(sealed);
     if (!this.batch.length) this.batchStart = this.size;
     this.batch.push(sealed);

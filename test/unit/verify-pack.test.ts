@@ -158,3 +158,17 @@ test('overlapping entries (unreadable header, index listing a blob twice): each 
     await pool.close();
   }
 });
+
+test("a packer's header size, kept as blobs are added, is the size of the header it writes", async () => {
+  const pb = new PackBuilder('data');
+  for (let i = 0; i < 300; i++) {
+    const plain = crypto.randomBytes(1 + (i % 50));
+    // compressed and uncompressed entries have different header sizes
+    pb.add(sha256hex(plain), seal(key, plain), i % 3 === 0 ? 0 : plain.length);
+    if (i % 37 === 0) assert.equal(pb.headerSize(), 4 + 32 + pb.blobs.reduce((s, b) => s + (b.uncompressedLength ? 41 : 37), 0));
+  }
+  const before = pb.headerSize();
+  const blobBytes = pb.size;
+  const { data } = pb.finish(key);
+  assert.equal(data.length - blobBytes, before);
+});
