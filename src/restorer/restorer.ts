@@ -120,8 +120,12 @@ export class Restorer {
   private pool: WorkerPool | undefined | null = null;
   private scratch: ScratchDecompressor | undefined;
   private batchBytes = 0;
-  /** The data phase of the batch before the one being collected. */
+  /** The data phases of the batches handed out so far (settles once all of them have). */
   private batchDone: Promise<void> = Promise.resolve();
+  /** Resolves once the last batch handed out has dispatched all its regions to the workers. */
+  private batchDispatched: Promise<void> = Promise.resolve();
+  /** The first batch failure, thrown by the next flush (the walk stops there). */
+  private batchFailure: unknown;
   private verified = 0;
   private readonly dirMeta: { path: Buffer; node: Node; depth: number }[] = [];
   private readonly hardlinks = new Map<string, Buffer>();
@@ -301,7 +305,22 @@ export class Restorer {
     if (--job.remaining === 0) await this.finishJob(job);
   }
 
-  private async restoreData(jobs: FileJob[]): Promise<void> {
+  /**
+   * The data phase of one batch: `dispatched` is called once every region is handed out (the next
+   * batch may start dispatching then), and the returned promise settles when this batch's writes have.
+   */
+  private async restoreData(jobs: FileJob[], dispatched: () => void): Promise<void> {
+    const batchWrites = new Set<Promise<void>>();
+    try {
+      await this.dispatchData(jobs, batchWrites);
+    } finally {
+      dispatched();
+    }
+    await Promise.all(batchWrites);
+    if (this.abortErr) throw this.abortErr;
+  }
+
+  private async dispatchData(jobs: FileJob[], batchWrites: Set<Promise<void>>): Promise<void> {
     this.startWorkers();
     // Empty files first.
     const byPack = new Map<string, Map<string, { id: string; loc: BlobLocation; uses: Use[] }>>();
@@ -344,16 +363,14 @@ export class Restorer {
       // does not race with writes still going on.
       if (this.abortErr) return;
       try {
-        await this.restorePack(packId, blobs);
+        await this.restorePack(packId, blobs, batchWrites);
       } catch (err) {
         this.abortErr ??= err;
       }
     });
-    await Promise.all(this.writes);
-    if (this.abortErr) throw this.abortErr;
   }
 
-  private async restorePack(packId: string, blobs: Map<string, { id: string; loc: BlobLocation; uses: Use[] }>): Promise<void> {
+  private async restorePack(packId: string, blobs: Map<string, { id: string; loc: BlobLocation; uses: Use[] }>, batchWrites: Set<Promise<void>>): Promise<void> {
     const entries = [...blobs.values()].sort((a, b) => a.loc.offset - b.loc.offset);
     // Merge into regions: read each region with one request.
     const regions: { start: number; end: number; items: typeof entries }[] = [];
@@ -388,11 +405,11 @@ export class Restorer {
             await this.damaged(packId, e.uses, e2);
             continue;
           }
-          await this.dispatch(packId, raw, e.loc.offset, [e]);
+          await this.dispatch(packId, raw, e.loc.offset, [e], batchWrites);
         }
         continue;
       }
-      await this.dispatch(packId, buf, r.start, r.items);
+      await this.dispatch(packId, buf, r.start, r.items, batchWrites);
     }
   }
 
@@ -412,7 +429,7 @@ export class Restorer {
    * Hands a read region to a worker (or restores it here where none runs) without waiting for it:
    * the next region is read meanwhile. Files of several blobs are created at their size first.
    */
-  private async dispatch(packId: string, data: Buffer, start: number, items: { id: string; loc: BlobLocation; uses: Use[] }[]): Promise<void> {
+  private async dispatch(packId: string, data: Buffer, start: number, items: { id: string; loc: BlobLocation; uses: Use[] }[], batchWrites: Set<Promise<void>>): Promise<void> {
     const blobs: RegionBlob[] = [];
     const uses: Use[][] = [];
     for (const e of items) {
@@ -447,8 +464,10 @@ export class Restorer {
       .finally(() => {
         this.writeSlots.release();
         this.writes.delete(task);
+        batchWrites.delete(task);
       });
     this.writes.add(task);
+    batchWrites.add(task);
   }
 
   private startWorkers(): void {
@@ -532,26 +551,38 @@ export class Restorer {
   /**
    * Starts restoring the data of the files collected so far and forgets them, so the walk goes on
    * collecting the next batch meanwhile (the data phase runs in worker threads). One batch at a time
-   * is restored: batching keeps memory bounded by two batches, not by the number of files in the
-   * snapshot. Files are collected in tree order, which is the order backups wrote their blobs, so
-   * batches mostly touch different packs.
+   * hands out its regions; the previous one's last regions may still be in the workers then.
+   * Batching keeps memory bounded by three batches' file lists (regions in flight are bounded by the
+   * workers), not by the number of files in the snapshot. Files are collected in tree order, which is
+   * the order backups wrote their blobs, so batches mostly touch different packs.
    */
   private async flushBatch(): Promise<void> {
-    await this.batchDone;
+    // The previous batch must have handed out its regions (not finished them: its last regions are
+    // written while this batch's first ones are read, so the workers do not drain between batches).
+    await this.batchDispatched;
+    if (this.batchFailure) throw this.batchFailure;
     const jobs = this.jobs;
     if (!jobs.length) return;
     this.jobs = [];
     this.batchBytes = 0;
-    this.batchDone = (async () => {
+    let dispatched!: () => void;
+    this.batchDispatched = new Promise<void>((r) => (dispatched = r));
+    const mine = (async () => {
       try {
-        await this.restoreData(jobs);
+        await this.restoreData(jobs, dispatched);
       } catch (err) {
+        this.batchFailure ??= err;
         await this.removeUnfinished(jobs);
         throw err;
       }
       if (this.opts.verify) this.verified += await this.verify(jobs);
     })();
-    // Its failure is reported by the next flush (or the last one); don't let it count as unhandled meanwhile.
+    // Settles when every batch so far has; the first failure is the one reported.
+    const before = this.batchDone;
+    this.batchDone = Promise.allSettled([before, mine]).then(([a, b]) => {
+      if (a.status === 'rejected') throw a.reason;
+      if (b.status === 'rejected') throw b.reason;
+    });
     this.batchDone.catch(() => {});
   }
 
