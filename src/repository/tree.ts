@@ -332,23 +332,11 @@ const HEX_ID = /^[0-9a-fA-F]{64}$/;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 /**
- * True when every number outside the JSON strings is a plain unsigned integer (no sign, fraction or
- * exponent: the exact decoder rejects those, JSON.parse would not). Only for text without
- * backslashes, where every quote opens or closes a string.
+ * A number that is not a plain unsigned integer (sign, leading zero, fraction, exponent: the exact
+ * decoder rejects those, JSON.parse would not). In text without backslashes no string holds a quote,
+ * so `":` always ends a key, and the fast path takes numbers only as values of known keys.
  */
-function plainNumbers(buf: Uint8Array): boolean {
-  let inString = false;
-  for (let i = 0; i < buf.length; i++) {
-    const c = buf[i]!;
-    if (c === 0x22) inString = !inString;
-    else if (!inString) {
-      if (c === 0x2d || c === 0x2b || c === 0x2e) return false; // - + .
-      if ((c === 0x65 || c === 0x45) && i > 0 && buf[i - 1]! >= 0x30 && buf[i - 1]! <= 0x39) return false; // 1e5
-      if (c === 0x30 && i + 1 < buf.length && buf[i + 1]! >= 0x30 && buf[i + 1]! <= 0x39 && !(i > 0 && buf[i - 1]! >= 0x30 && buf[i - 1]! <= 0x39)) return false; // 01
-    }
-  }
-  return true;
-}
+const ODD_NUMBER = /":\s*(?:[-+]|0\d|\d+[.eE])/;
 
 /**
  * decodeTree through the engine's JSON parser, for the trees where that gives exactly what the
@@ -361,10 +349,12 @@ function plainNumbers(buf: Uint8Array): boolean {
  */
 export function decodeTreeFast(buf: Uint8Array): Node[] | undefined {
   const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.length);
-  if (b.indexOf(0x5c) >= 0 || !isUtf8(b) || !plainNumbers(b)) return undefined;
+  if (b.indexOf(0x5c) >= 0 || !isUtf8(b)) return undefined;
+  const text = b.toString('utf8');
+  if (ODD_NUMBER.test(text)) return undefined;
   let doc: unknown;
   try {
-    doc = JSON.parse(b.toString('utf8'));
+    doc = JSON.parse(text);
   } catch {
     return undefined;
   }

@@ -231,6 +231,9 @@ test('decodeTreeFast gives what decodeTreeExact gives, or declines', () => {
     `{"nodes":[{"name":"f","type":"file","generic_attributes":{"a":"b"},"content":[]}]}`,
     `{"nodes":[{"name":"\\u0066","type":"file","content":[]}]}`,
     `{"nodes":[{"name":"f","type":"file","size":1.0,"content":[]}]}`,
+    `{"nodes":[{"name":"f","type":"file","mode":1e3,"content":[]}]}`,
+    `{"nodes":[{"name":"f","type":"file","uid": -1,"content":[]}]}`,
+    `{"nodes":[{"name":"f","type":"file","gid":007,"content":[]}]}`,
     `{"Nodes":[]}`,
   ]) {
     assert.equal(decodeTreeFast(Buffer.from(odd)), undefined, odd);
