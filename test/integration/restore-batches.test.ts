@@ -12,6 +12,7 @@ import { LocalBackend } from '../../src/storage/local.js';
 import { Repository } from '../../src/repository/repository.js';
 import { backup } from '../../src/archiver/archiver.js';
 import { restore } from '../../src/restorer/restorer.js';
+import { flipPackBit } from '../support/fixtures.js';
 
 const work = mkdtempSync(path.join(os.tmpdir(), 'dmctl-batches-'));
 after(() => fsp.rm(work, { recursive: true, force: true }));
@@ -54,11 +55,7 @@ test('a restore of three batches is exact, and damage in the last batch names on
   const content = await fsp.readFile(victimFile);
   const id = crypto.createHash('sha256').update(content).digest('hex');
   const loc = repo.index.lookup('data', id)!;
-  const packPath = path.join(repoDir, 'data', loc.packId.slice(0, 2), loc.packId);
-  const bytes = await fsp.readFile(packPath);
-  bytes[loc.offset + 40] ^= 0x01;
-  await fsp.chmod(packPath, 0o600);
-  await fsp.writeFile(packPath, bytes);
+  await flipPackBit(repoDir, loc.packId, loc.offset + 40);
   const t2 = path.join(work, 't2');
   const fresh = await Repository.open(new LocalBackend(repoDir), 'pw');
   const r2 = await restore(fresh, { snapshot: 'latest', target: t2 });

@@ -13,6 +13,7 @@ import { Repository } from '../../src/repository/repository.js';
 import { sha256hex } from '../../src/repository/crypto.js';
 import { findUsedBlobs } from '../../src/maintenance/prune.js';
 import { IntegrityError } from '../../src/core/errors.js';
+import { flipPackBit } from '../support/fixtures.js';
 
 const work = mkdtempSync(path.join(os.tmpdir(), 'dmctl-treewalk-'));
 after(() => fsp.rm(work, { recursive: true, force: true }));
@@ -76,11 +77,7 @@ test('a damaged tree in the pack is named with its pack, and the walk fails', as
   await repo.loadIndex();
   const victim = trees[57]!;
   const loc = repo.index.lookup('tree', victim)!;
-  const file = path.join(dir, 'data', loc.packId.slice(0, 2), loc.packId);
-  const bytes = await fsp.readFile(file);
-  bytes[loc.offset + 20] ^= 0x01;
-  await fsp.chmod(file, 0o600);
-  await fsp.writeFile(file, bytes);
+  await flipPackBit(dir, loc.packId, loc.offset + 20);
   await repo.backend.close();
 
   const again = await Repository.open(new LocalBackend(dir), 'pw');

@@ -522,3 +522,15 @@ export async function fileDigests(dir: string): Promise<Record<string, string>> 
   await walk(dir, '');
   return out;
 }
+
+/**
+ * Flips one bit of a pack file of a local repository (restic's files are read-only: made writable
+ * first), `at` bytes into the pack: damage a blob's ciphertext with `loc.offset + k`.
+ */
+export async function flipPackBit(repoDir: string, packId: string, at: number): Promise<void> {
+  const file = path.join(repoDir, 'data', packId.slice(0, 2), packId);
+  const bytes = await fsp.readFile(file);
+  bytes[at] ^= 0x01;
+  await fsp.chmod(file, 0o600);
+  await fsp.writeFile(file, bytes);
+}
