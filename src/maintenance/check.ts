@@ -26,7 +26,7 @@ export interface CheckOptions {
   readDataSubset?: string;
   progress?: ProgressFn;
   signal?: AbortSignal;
-  /** Snapshot and index files read ahead (while the lock was being taken); see prefetchMetadata. */
+  /** Snapshot and index files read ahead (while the lock was being taken); see MetadataPrefetch. */
   prefetched?: MetadataPrefetch;
 }
 
@@ -252,7 +252,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   const verifier = readList.length ? startVerifier(repo.key) : undefined;
   // One more pack in flight than there are workers: the next one is read while they verify.
   const inFlight = (verifier?.size ?? 1) + 1;
-  const slots = new PackSlots(Math.max(0, ...readList.map(([, size]) => size)), inFlight);
+  const slots = new PackSlots(readList.reduce((m, [, size]) => Math.max(m, size), 0), inFlight);
   try {
     await mapLimit(readList, inFlight, async ([id, size]) => {
       abortIfAsked();
