@@ -18,6 +18,7 @@ import { RepoLock } from '../repository/lock.js';
 import { BlobType, PackedBlob, entrySize } from '../repository/pack.js';
 import { DEFAULT_PACK_SIZE, Repository } from '../repository/repository.js';
 import { decodeSnapshot } from '../repository/snapshot.js';
+import { decodeTree, type Node } from '../repository/tree.js';
 import { OVERHEAD } from '../repository/crypto.js';
 
 /**
@@ -100,10 +101,6 @@ export async function loadAllSnapshotTrees(repo: Repository, progress: ProgressF
   return out;
 }
 
-interface TreeJson {
-  nodes?: { type?: string; content?: string[] | null; subtree?: string | null }[] | null;
-}
-
 const QUOTE = 0x22;
 const CONTENT_KEY = Buffer.from('"content"');
 const SUBTREE_KEY = Buffer.from('"subtree"');
@@ -171,19 +168,19 @@ export function scanTreeRefs(buf: Buffer): { content: string[]; subtrees: string
   return { content, subtrees };
 }
 
-/** content and subtree references of a tree: scanned when it is plain, else parsed. */
+/** content and subtree references of a tree: scanned when it is plain, else decoded as restic reads it. */
 function treeRefs(buf: Buffer, id: string): { content: string[]; subtrees: string[] } {
   const scanned = scanTreeRefs(buf);
   if (scanned) return scanned;
-  let t: TreeJson;
+  let nodes: Node[];
   try {
-    t = JSON.parse(buf.toString('utf8')) as TreeJson;
-  } catch {
-    throw new IntegrityError(`tree ${id}: not valid JSON`);
+    nodes = decodeTree(buf);
+  } catch (err) {
+    throw new IntegrityError(`tree ${id}: ${(err as Error).message}`, { cause: err, hint: 'nothing was deleted; run `dmctl check`' });
   }
   const content: string[] = [];
   const subtrees: string[] = [];
-  for (const n of t.nodes ?? []) {
+  for (const n of nodes) {
     if (n.content) content.push(...n.content);
     if (n.subtree) subtrees.push(n.subtree);
   }

@@ -82,8 +82,16 @@ export function seal(key: MasterKey, plaintext: Uint8Array): Buffer {
   return assemble(key, iv, crypto.createCipheriv('aes-256-ctr', key.encrypt, iv).update(plaintext));
 }
 
-/** Plaintext encrypted per cipher call in sealInPlace: every call's output has this one size. */
+/** Bytes per cipher call in the in-place functions: every call's output has this one size. */
 const SEAL_PIECE = 64 * 1024;
+
+/** Runs AES-CTR over `region` where it is, SEAL_PIECE bytes per call (encryption and decryption alike). */
+function ctrInPlace(c: crypto.Cipher | crypto.Decipher, region: Buffer): void {
+  for (let off = 0; off < region.length; off += SEAL_PIECE) {
+    const end = Math.min(region.length, off + SEAL_PIECE);
+    region.set(c.update(region.subarray(off, end)), off);
+  }
+}
 
 /**
  * `seal` in place: `buf` holds the plaintext at [IV_SIZE, IV_SIZE + n) and room for the MAC after
@@ -96,11 +104,7 @@ export function sealInPlace(key: MasterKey, buf: Buffer, n: number): number {
   if (buf.length < n + OVERHEAD) throw new RangeError(`sealInPlace: ${buf.length} bytes of room for ${n + OVERHEAD}`);
   const iv = newIV();
   iv.copy(buf, 0);
-  const cipher = crypto.createCipheriv('aes-256-ctr', key.encrypt, iv);
-  for (let off = IV_SIZE; off < IV_SIZE + n; off += SEAL_PIECE) {
-    const end = Math.min(IV_SIZE + n, off + SEAL_PIECE);
-    buf.set(cipher.update(buf.subarray(off, end)), off);
-  }
+  ctrInPlace(crypto.createCipheriv('aes-256-ctr', key.encrypt, iv), buf.subarray(IV_SIZE, IV_SIZE + n));
   const pk = Buffer.allocUnsafe(32);
   polyKey(key, iv, pk);
   sodium.crypto_onetimeauth(buf.subarray(IV_SIZE + n, IV_SIZE + n + MAC_SIZE), buf.subarray(IV_SIZE, IV_SIZE + n), pk);
@@ -162,11 +166,7 @@ export function open(key: MasterKey, data: Uint8Array, what = 'object'): Buffer 
  */
 export function openInPlace(key: MasterKey, data: Buffer, what = 'object'): Buffer {
   const { iv, ct } = authenticate(key, data, what);
-  const decipher = crypto.createDecipheriv('aes-256-ctr', key.encrypt, iv);
-  for (let off = 0; off < ct.length; off += SEAL_PIECE) {
-    const end = Math.min(ct.length, off + SEAL_PIECE);
-    ct.set(decipher.update(ct.subarray(off, end)), off);
-  }
+  ctrInPlace(crypto.createDecipheriv('aes-256-ctr', key.encrypt, iv), ct);
   return ct;
 }
 

@@ -222,8 +222,13 @@ function asTime(v: JsonValue, key: string): GoTime {
   return parseGoTime(v);
 }
 
+/** A blob ID as trees may spell it (restic writes lower case; Go's hex decoder takes either). */
+const HEX_ID = /^[0-9a-fA-F]{64}$/;
+/** An xattr value: standard base64 (line breaks tolerated, as Go's decoder does). */
+const BASE64 = /^[A-Za-z0-9+/\r\n]*={0,2}$/;
+
 function asId(v: JsonValue, key: string): string {
-  if (typeof v !== 'string' || !/^[0-9a-fA-F]{64}$/.test(v)) throw damaged(`"${key}" is not a blob ID`);
+  if (typeof v !== 'string' || !HEX_ID.test(v)) throw damaged(`"${key}" is not a blob ID`);
   return v.toLowerCase();
 }
 
@@ -240,7 +245,7 @@ function decodeXattrs(v: JsonValue): ExtendedAttribute[] | undefined {
       else if (key === 'value') {
         const s = asString(x, 'value');
         if (s !== undefined) {
-          if (!/^[A-Za-z0-9+/\r\n]*={0,2}$/.test(s)) throw damaged('extended attribute value is not base64');
+          if (!BASE64.test(s)) throw damaged('extended attribute value is not base64');
           value = Buffer.from(s, 'base64');
         }
       }
@@ -328,8 +333,6 @@ export function decodeTreeExact(buf: Uint8Array): Node[] {
 
 /** Keys restic 0.14 writes in a node, as it spells them. */
 const NODE_KEYS = new Set(['name', 'type', 'mode', 'mtime', 'atime', 'ctime', 'uid', 'gid', 'user', 'group', 'inode', 'device_id', 'size', 'links', 'linktarget', 'extended_attributes', 'device', 'content', 'subtree', 'error']);
-const HEX_ID = /^[0-9a-fA-F]{64}$/;
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 /**
  * A number that is not a plain unsigned integer (sign, leading zero, fraction, exponent: the exact

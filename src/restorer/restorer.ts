@@ -115,7 +115,6 @@ export class Restorer {
   private jobs: FileJob[] = [];
   /** Region jobs in flight: bounded, so memory is a few regions whatever the snapshot's size. */
   private writeSlots = new Semaphore(2);
-  private readonly writes = new Set<Promise<void>>();
   /** Worker threads of the data phase (restore-worker.ts); null until started, undefined where none can run. */
   private pool: WorkerPool | undefined | null = null;
   private scratch: ScratchDecompressor | undefined;
@@ -463,10 +462,8 @@ export class Restorer {
       })
       .finally(() => {
         this.writeSlots.release();
-        this.writes.delete(task);
         batchWrites.delete(task);
       });
-    this.writes.add(task);
     batchWrites.add(task);
   }
 
