@@ -36,6 +36,8 @@ export interface BackupOptions {
   fileConcurrency?: number;
   retryLockMs?: number;
   signal?: AbortSignal;
+  /** Store nothing before this resolves (see WriterOptions.gate). */
+  gate?: Promise<void>;
 }
 
 export interface BackupSummary {
@@ -130,7 +132,7 @@ export class Archiver {
     private readonly repo: Repository,
     private readonly opts: BackupOptions,
   ) {
-    this.writer = repo.newWriter({ compression: opts.compression });
+    this.writer = repo.newWriter({ compression: opts.compression, gate: opts.gate });
     this.fileSem = new Semaphore(opts.fileConcurrency ?? 16);
     this.progress = opts.progress ?? noProgress;
     this.excludes = opts.excludes ?? [];
@@ -395,18 +397,31 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     }
   }
   const progress = opts.progress ?? noProgress;
-  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress });
+  const time = opts.time ?? nowGoTime();
+  const absPaths = opts.paths.map((p) => path.resolve(p));
+  const host = opts.host ?? os.hostname();
+  // The parent is looked up while the lock is taken. It only saves reading files: its trees are
+  // read with errors ignored and its contents are used only where the index has them.
+  const parentFound = opts.parent === null ? Promise.resolve(undefined) : opts.parent ? loadSnapshot(repo, opts.parent) : findParentSnapshot(repo, host, absPaths, time);
+  parentFound.catch(() => {});
+  // The early lock: the walk starts while the lock is checked again (restic waits 200 ms first);
+  // nothing is stored until that check has passed (the writer's gate, and the snapshot below).
+  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress, early: true });
   try {
     await repo.ensureIndex(progress);
-    const time = opts.time ?? nowGoTime();
-    const absPaths = opts.paths.map((p) => path.resolve(p));
-    const host = opts.host ?? os.hostname();
     let parent: SnapshotEntry | undefined;
-    if (opts.parent === null) parent = undefined;
-    else if (opts.parent) parent = await loadSnapshot(repo, opts.parent);
-    else parent = await findParentSnapshot(repo, host, absPaths, time);
-    const archiver = new Archiver(repo, opts);
-    const { tree, stats } = await archiver.run(parent?.snapshot.tree);
+    let tree: string;
+    let stats: WriterStats;
+    const archiver = new Archiver(repo, { ...opts, gate: lock.confirmed });
+    try {
+      parent = await parentFound;
+      ({ tree, stats } = await archiver.run(parent?.snapshot.tree));
+      await lock.confirmed;
+    } catch (err) {
+      // Read before the lock held, anything may fail; the lock's own verdict explains it.
+      await lock.confirmed;
+      throw err;
+    }
     const uid = process.getuid?.() ?? 0;
     const gid = process.getgid?.() ?? 0;
     const snap: Snapshot = {

@@ -65,11 +65,14 @@ export async function backupStream(repo: Repository, opts: StreamBackupOptions):
   const started = Date.now();
   const fullPath = streamPath(opts.name);
   const progress = opts.progress ?? noProgress;
-  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress });
+  // The early lock (see backup()): stdin is read, chunked and sealed while the lock is checked
+  // again; nothing is stored before that check has passed. A command starts only after it.
+  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress, early: true });
   try {
     await repo.ensureIndex(progress);
     const time = opts.time ?? nowGoTime();
-    const writer = repo.newWriter({ compression: opts.compression });
+    if (opts.command?.length) await lock.confirmed;
+    const writer = repo.newWriter({ compression: opts.compression, gate: lock.confirmed });
     let bytes = 0;
     const onBytes = (n: number) => {
       bytes += n;
@@ -126,6 +129,7 @@ export async function backupStream(repo: Repository, opts: StreamBackupOptions):
       node = { name: Buffer.from(dirName), type: 'dir', mode: DIR_MODE, mtime: now, atime: now, ctime: now, uid, gid, content: null, subtree: treeId };
     }
     const stats = await writer.flush();
+    await lock.confirmed;
     const snap: Snapshot = {
       time,
       tree: treeId,

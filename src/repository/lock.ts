@@ -90,11 +90,23 @@ export interface LockOptions {
   onLost?: (err: unknown) => void;
   /** Load the repository index while waiting to check the lock again (progress goes here). */
   loadIndex?: ProgressFn;
+  /**
+   * Return as soon as our lock file is written and the index is loaded, and check the lock again
+   * in the background (RepoLock.confirmed). Only read-only work may run before `confirmed`
+   * resolves: a writer takes it as its gate. Without --retry-lock only (with it, the classic wait).
+   */
+  early?: boolean;
 }
 
 export class RepoLock {
   private timer?: NodeJS.Timeout;
   private released = false;
+  /**
+   * Resolves once the lock is known to hold (the check again after 200 ms found no conflict and the
+   * index read meanwhile is still current); rejects with a LockedError otherwise. Already resolved
+   * unless the lock was taken with `early`.
+   */
+  confirmed: Promise<void> = Promise.resolve();
   private constructor(
     private readonly repo: Repository,
     public id: string,
@@ -118,7 +130,14 @@ export class RepoLock {
           gid: process.getgid?.() ?? 0,
         };
         const id = await repo.saveUnpacked('locks', encodeLock(info));
+        const written = Date.now();
         const reading = opts.loadIndex ? repo.loadIndex(opts.loadIndex).then(() => undefined, (err: unknown) => err ?? new Error('index load failed')) : undefined;
+        if (opts.early && opts.loadIndex && !opts.retryMs && !(await reading)) {
+          const l = new RepoLock(repo, id, info, opts.onLost);
+          l.confirmed = l.confirm(written, opts.exclusive, opts.loadIndex);
+          l.confirmed.catch(() => {}); // observed by the operation's gate and by release()
+          return l;
+        }
         await Promise.all([new Promise((r) => setTimeout(r, RECHECK_WAIT_MS)), reading]);
         const again = conflict(await loadLocks(repo, id), opts.exclusive);
         if (!again) {
@@ -148,6 +167,25 @@ export class RepoLock {
     }
   }
 
+  /**
+   * The background half of an early acquire: the same check again as the classic path, then the
+   * index listed again under the lock. An index file that disappeared means an exclusive operation
+   * (a prune) ran and finished in the window; the work started on the old index cannot go on.
+   */
+  private async confirm(written: number, exclusive: boolean, progress: ProgressFn): Promise<void> {
+    await new Promise((r) => setTimeout(r, Math.max(0, RECHECK_WAIT_MS - (Date.now() - written))));
+    const again = conflict(await loadLocks(this.repo, this.id), exclusive);
+    if (again) {
+      this.released = true;
+      await this.repo.backend.remove('locks', this.id).catch(() => {});
+      throw new LockedError(`repository is already locked ${describeLock(again)}`);
+    }
+    if (!(await this.repo.loadIndex(progress, { failIfRemoved: true }))) {
+      throw new LockedError('the repository was pruned while this operation was starting; nothing was written', 'run it again');
+    }
+    if (!this.released) this.schedule();
+  }
+
   private schedule(): void {
     this.timer = setTimeout(() => {
       this.refresh().then(
@@ -169,6 +207,9 @@ export class RepoLock {
   }
 
   async release(): Promise<void> {
+    // An early lock's check may still be running: let it finish first, so that it neither
+    // schedules a refresh nor removes the file after us.
+    await this.confirmed.catch(() => {});
     if (this.released) return;
     this.released = true;
     if (this.timer) clearTimeout(this.timer);

@@ -131,11 +131,16 @@ export class Repository {
    * Loads the index files not loaded yet. If a file loaded before is gone (a prune replaced it), the
    * index is loaded again from scratch: it may name packs that no longer exist.
    */
-  async loadIndex(progress: ProgressFn = noProgress): Promise<void> {
+  /**
+   * Loads the index files not loaded yet. When a loaded one is gone (an exclusive operation
+   * replaced it), starts over, or with `failIfRemoved` returns false and changes nothing.
+   */
+  async loadIndex(progress: ProgressFn = noProgress, opts: { failIfRemoved?: boolean } = {}): Promise<boolean> {
     const ids = await this.list('index');
     const listed = new Set(ids);
     for (const f of this.index.files) {
       if (!listed.has(f)) {
+        if (opts.failIfRemoved) return false;
         this.index.clear();
         break;
       }
@@ -151,6 +156,7 @@ export class Repository {
     // Cache entries the repository no longer has go once per change of the index (loadIndex runs
     // twice when the lock is taken, the second time usually loading nothing).
     if (this.cache && (done > 0 || this.index.files.size === 0)) await this.cache.forgetAllBut(listed, this.index.packs);
+    return true;
   }
 
   /** Drops the loaded index (it was read without the protection of a lock that turned out to conflict). */
@@ -353,6 +359,11 @@ export interface WriterOptions {
    * blobs out of packs that are about to be deleted). Duplicates within this writer are still skipped.
    */
   ignoreIndex?: boolean;
+  /**
+   * Nothing is stored before this resolves (an early lock's confirmation: packs are built and
+   * sealed meanwhile, within the usual bounds); if it rejects, that is the writer's failure.
+   */
+  gate?: Promise<void>;
 }
 
 export interface WriterStats {
@@ -387,6 +398,7 @@ export class BlobWriter {
   private readonly spool: SpoolingBackend | undefined;
   private cleanup: Promise<void> = Promise.resolve();
   private readonly ignoreIndex: boolean;
+  private readonly gate: Promise<void>;
 
   constructor(
     private readonly repo: Repository,
@@ -398,6 +410,8 @@ export class BlobWriter {
     this.maxUploads = opts.uploads ?? (this.spool ? 2 : Math.max(2, Math.min(repo.backend.connections, 4)));
     this.compression = repo.version === 1 ? 'off' : (opts.compression ?? 'auto');
     this.ignoreIndex = opts.ignoreIndex ?? false;
+    this.gate = opts.gate ?? Promise.resolve();
+    this.gate.catch(() => {}); // surfaces through store(), the index write and flush()
     // Temp packs of writers that were killed: reclaim their space (best effort, in the background).
     if (this.spool) this.cleanup = removeStaleSpool(this.spool.spoolDir()).then(() => {}, () => {});
   }
@@ -536,6 +550,7 @@ export class BlobWriter {
         try {
           const done = await p.finish(this.repo.key);
           ({ id, blobs } = done);
+          await this.gate;
           await this.spool!.adoptFile('data', id, done.path);
         } catch (err) {
           // A full disk, most likely: the temp pack must not stay behind to hold the space.
@@ -545,6 +560,7 @@ export class BlobWriter {
       } else {
         const done = p.finish(this.repo.key);
         ({ id, blobs } = done);
+        await this.gate;
         await this.repo.backend.save('data', id, done.data);
         // A tree pack just stored is cached as it is (its name is its hash, computed while writing).
         if (p.type === 'tree') await this.repo.cache?.put('data', id, done.data);
@@ -631,6 +647,7 @@ export class BlobWriter {
     this.unindexedBlobs = 0;
     if (!packs.length) return;
     this.indexWrite = this.indexWrite.then(async () => {
+      await this.gate;
       const id = await this.repo.saveUnpacked('index', encodeIndex({ packs }));
       this.stats.indexFiles.push(id);
       this.repo.index.files.add(id);
@@ -653,6 +670,7 @@ export class BlobWriter {
     if (this.failure) throw this.failure;
     this.queueIndexWrite();
     await this.indexWrite;
+    await this.gate;
     await this.cleanup;
     return this.stats;
   }

@@ -6,7 +6,7 @@ import { DmctlError, TargetError, UsageError, describeSystemError } from '../cor
 import { ProgressFn, noProgress } from '../core/progress.js';
 import { Repository } from '../repository/repository.js';
 import { Node } from '../repository/tree.js';
-import { SnapshotFilter, findSnapshot } from '../repository/snapshots.js';
+import { SnapshotEntry, SnapshotFilter, findSnapshot } from '../repository/snapshots.js';
 import { RepoLock } from '../repository/lock.js';
 import { treeAt, splitSnapshotSpec } from './restorer.js';
 
@@ -98,24 +98,21 @@ function outputError(err: unknown): DmctlError {
 export async function dumpFile(repo: Repository, opts: DumpOptions): Promise<DumpSummary> {
   const started = Date.now();
   const progress = opts.progress ?? noProgress;
-  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress });
+  const { id, subpath } = splitSnapshotSpec(opts.snapshot);
+  // As restore(): the snapshot is found while the lock is taken, the file's node while the lock is
+  // checked again (early lock); no byte goes to the output before that check has passed.
+  const found = findSnapshot(repo, id, opts.filter);
+  found.catch(() => {});
+  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress, early: true });
   try {
     await repo.ensureIndex(progress);
-    const { id, subpath } = splitSnapshotSpec(opts.snapshot);
-    const snap = await findSnapshot(repo, id, opts.filter);
     let node: Node;
     let filePath: string;
-    const wanted = opts.name ?? (subpath !== '/' ? subpath : undefined);
-    if (wanted) {
-      filePath = wanted.startsWith('/') ? wanted : `/${wanted}`;
-      const { single } = await treeAt(repo, snap.snapshot.tree, filePath);
-      if (!single || single.type !== 'file') throw new UsageError(`${filePath} is not a file in snapshot ${snap.id.slice(0, 8)}`);
-      node = single;
-    } else {
-      const f = await soleFile(repo, snap.snapshot.tree);
-      if (!f) throw new UsageError(`snapshot ${snap.id.slice(0, 8)} holds more than one file`, 'name the file with --name');
-      node = f.node;
-      filePath = f.path;
+    let snap: SnapshotEntry;
+    try {
+      ({ snap, node, filePath } = await locateFile(repo, await found, opts, subpath));
+    } finally {
+      await lock.confirmed;
     }
     const bytes = await writeFileContent(repo, node, opts.output, progress, opts.readAhead);
     progress({ phase: 'restore', bytesDone: bytes, done: true });
@@ -123,4 +120,18 @@ export async function dumpFile(repo: Repository, opts: DumpOptions): Promise<Dum
   } finally {
     await lock.release();
   }
+}
+
+/** The snapshot's file to dump: --name, the sub-path, or the snapshot's only file. */
+async function locateFile(repo: Repository, snap: SnapshotEntry, opts: DumpOptions, subpath: string): Promise<{ snap: SnapshotEntry; node: Node; filePath: string }> {
+  const wanted = opts.name ?? (subpath !== '/' ? subpath : undefined);
+  if (wanted) {
+    const filePath = wanted.startsWith('/') ? wanted : `/${wanted}`;
+    const { single } = await treeAt(repo, snap.snapshot.tree, filePath);
+    if (!single || single.type !== 'file') throw new UsageError(`${filePath} is not a file in snapshot ${snap.id.slice(0, 8)}`);
+    return { snap, node: single, filePath };
+  }
+  const f = await soleFile(repo, snap.snapshot.tree);
+  if (!f) throw new UsageError(`snapshot ${snap.id.slice(0, 8)} holds more than one file`, 'name the file with --name');
+  return { snap, node: f.node, filePath: f.path };
 }

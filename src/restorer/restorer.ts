@@ -694,11 +694,21 @@ async function mkdirAll(dir: string): Promise<void> {
 }
 
 export async function restore(repo: Repository, opts: RestoreOptions): Promise<RestoreSummary> {
-  const lock = opts.noLock ? undefined : await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: opts.progress ?? noProgress });
+  const { id, subpath } = splitSnapshotSpec(opts.snapshot);
+  // The snapshot is looked up while the lock is taken (its files are named by their hashes, and a
+  // snapshot removed meanwhile fails the restore as it would a moment later); with the early lock
+  // nothing is written to the target before the lock's second check has passed.
+  const found = findSnapshot(repo, id, opts.filter);
+  found.catch(() => {});
+  const lock = opts.noLock ? undefined : await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: opts.progress ?? noProgress, early: true });
   try {
     await repo.ensureIndex(opts.progress);
-    const { id, subpath } = splitSnapshotSpec(opts.snapshot);
-    const snap = await findSnapshot(repo, id, opts.filter);
+    let snap: SnapshotEntry;
+    try {
+      snap = await found;
+    } finally {
+      await lock?.confirmed;
+    }
     return await new Restorer(repo, opts).run(snap, subpath);
   } finally {
     await lock?.release();

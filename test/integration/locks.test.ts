@@ -13,6 +13,11 @@ import { LocalBackend } from '../../src/storage/local.js';
 import { Repository } from '../../src/repository/repository.js';
 import { RepoLock, encodeLock } from '../../src/repository/lock.js';
 import { decodeIndex, encodeIndex, type IndexFile } from '../../src/repository/index-file.js';
+import type { FileInfo } from '../../src/storage/backend.js';
+import { backup } from '../../src/archiver/archiver.js';
+import { restore } from '../../src/restorer/restorer.js';
+import { dumpFile } from '../../src/restorer/dump.js';
+import { Writable } from 'node:stream';
 
 const work = mkdtempSync(path.join(os.tmpdir(), 'dmctl-locks-'));
 const src = path.join(work, 'src');
@@ -148,15 +153,123 @@ test('unlock removes stale locks only; --remove-all removes every lock', async (
 /** A local backend that runs `onLockSaved` right after a lock file is written (inside the 200 ms wait). */
 class HookedBackend extends LocalBackend {
   onLockSaved?: () => Promise<void>;
+  /** Listings of locks/ after our lock was written (the second check) wait for this. */
+  holdRecheck?: Promise<void>;
+  private lockSaved = false;
   override async save(type: Parameters<LocalBackend['save']>[0], name: string, data: Uint8Array): Promise<void> {
     await super.save(type, name, data);
+    if (type === 'locks') this.lockSaved = true;
     if (type === 'locks' && this.onLockSaved) {
       const hook = this.onLockSaved;
       this.onLockSaved = undefined;
       setTimeout(() => void hook(), 60);
     }
   }
+  override async *list(type: Parameters<LocalBackend['list']>[0]): AsyncIterable<FileInfo> {
+    if (type === 'locks' && this.lockSaved && this.holdRecheck) await this.holdRecheck;
+    yield* super.list(type);
+  }
 }
+
+/** Every file under the repository's data/, index/ and snapshots/ (temp packs included). */
+async function storedFiles(repoDir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const d of ['data', 'index', 'snapshots']) {
+    for (const e of await fsp.readdir(path.join(repoDir, d), { recursive: true, withFileTypes: true })) {
+      if (e.isFile()) out.push(path.join(e.parentPath ?? e.path, e.name));
+    }
+  }
+  return out.sort();
+}
+
+/** A folder of `n` files of fresh random data, 400 KB each. */
+async function freshSource(name: string, n: number): Promise<string> {
+  const dir = path.join(work, name);
+  await fsp.mkdir(dir, { recursive: true });
+  for (let i = 0; i < n; i++) await fsp.writeFile(path.join(dir, `f${i}`), crypto.randomBytes(400_000));
+  return dir;
+}
+
+// The early lock (backup, backup-stream, restore, dump): the work starts while the lock is checked
+// again. The second check is held here until the backup has read everything and waits only for the
+// verdict, so without the writer's gate its packs, index and snapshot would already be stored.
+test('early lock: a backup that loses the second check stores nothing and fails cleanly', async () => {
+  const { env } = await twoIndexRepo('early-conflict');
+  const source = await freshSource('early-conflict-src', 40);
+  const be = new HookedBackend(env.repo);
+  const repo = await Repository.open(be, env.password);
+  const other = await Repository.open(new LocalBackend(env.repo), env.password);
+  const stored = await storedFiles(env.repo);
+  let release!: () => void;
+  be.holdRecheck = new Promise((r) => (release = r));
+  be.onLockSaved = async () => {
+    await other.saveUnpacked('locks', encodeLock({ time: new Date().toISOString(), exclusive: true, hostname: os.hostname(), username: 'prune', pid: process.pid }));
+  };
+  let filesDone = 0;
+  const running = backup(repo, { paths: [source], progress: (p) => (filesDone = Math.max(filesDone, p.filesDone ?? 0)) });
+  running.catch(() => {});
+  for (let i = 0; i < 600 && filesDone < 40; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(filesDone, 40, 'the backup read its files before the second check');
+  await new Promise((r) => setTimeout(r, 300));
+  release();
+  await assert.rejects(running, /already locked/);
+  assert.deepEqual(await storedFiles(env.repo), stored, 'nothing was stored');
+  assert.equal((await fsp.readdir(path.join(env.repo, 'locks'))).length, 1, 'our lock file is gone');
+  await other.backend.remove('locks', (await fsp.readdir(path.join(env.repo, 'locks')))[0]!);
+  ok(await restic(env, ['check']));
+});
+
+test('early lock: a prune that finished inside the window fails the backup before anything is stored', async () => {
+  const { env, indexFiles } = await twoIndexRepo('early-pruned');
+  const source = await freshSource('early-pruned-src', 10);
+  const be = new HookedBackend(env.repo);
+  const repo = await Repository.open(be, env.password);
+  const other = await Repository.open(new LocalBackend(env.repo), env.password);
+  await other.loadIndex();
+  const kept = await decodeIndexFile(other, indexFiles[0]!);
+  const before = await storedFiles(env.repo);
+  let release!: () => void;
+  be.holdRecheck = new Promise((r) => (release = r));
+  let filesDone = 0;
+  const running = backup(repo, { paths: [source], progress: (p) => (filesDone = Math.max(filesDone, p.filesDone ?? 0)) });
+  running.catch(() => {});
+  for (let i = 0; i < 600 && filesDone < 10; i++) await new Promise((r) => setTimeout(r, 20));
+  // What a prune does when it started just before us and finishes now: index files replaced.
+  const newIndex = await other.saveUnpacked('index', encodeIndex({ packs: kept.packs }));
+  for (const id of indexFiles) await other.backend.remove('index', id);
+  await new Promise((r) => setTimeout(r, 300));
+  release();
+  const stored = [...before.filter((f) => !indexFiles.includes(path.basename(f))), path.join(env.repo, 'index', newIndex)].sort();
+  await assert.rejects(running, /pruned while this operation was starting; nothing was written/);
+  assert.deepEqual(await storedFiles(env.repo), stored, 'nothing was stored');
+  assert.deepEqual(await fsp.readdir(path.join(env.repo, 'locks')), []);
+});
+
+test('early lock: restore and dump that lose the second check write no byte', async () => {
+  const { env } = await twoIndexRepo('early-read');
+  for (const op of ['restore', 'dump'] as const) {
+    const be = new HookedBackend(env.repo);
+    const repo = await Repository.open(be, env.password);
+    const other = await Repository.open(new LocalBackend(env.repo), env.password);
+    let release!: () => void;
+    be.holdRecheck = new Promise((r) => (release = r));
+    let otherLock = '';
+    be.onLockSaved = async () => {
+      otherLock = await other.saveUnpacked('locks', encodeLock({ time: new Date().toISOString(), exclusive: true, hostname: os.hostname(), username: 'prune', pid: process.pid }));
+    };
+    const target = path.join(work, `early-read-${op}`);
+    const chunks: Buffer[] = [];
+    const output = new Writable({ write: (c: Buffer, _e, cb) => (chunks.push(c), cb()) });
+    const running = op === 'restore' ? restore(repo, { snapshot: 'latest', target }) : dumpFile(repo, { snapshot: 'latest', name: path.join(work, 'early-read-b', 'data'), output });
+    running.catch(() => {});
+    await new Promise((r) => setTimeout(r, 500));
+    release();
+    await assert.rejects(running, /already locked/, op);
+    assert.equal(await fsp.stat(target).then(() => true, () => false), false, `${op}: no target created`);
+    assert.equal(Buffer.concat(chunks).length, 0, `${op}: nothing written to the output`);
+    await other.backend.remove('locks', otherLock);
+  }
+});
 
 /** A repository of its own with two index files (two backups of different data). */
 async function twoIndexRepo(name: string): Promise<{ env: ToolEnv; indexFiles: string[] }> {
