@@ -39,6 +39,10 @@ export async function saveConfig(be: Backend, key: MasterKey, c: RepoConfig): Pr
 }
 
 export async function loadConfig(be: Backend, key: MasterKey): Promise<RepoConfig> {
-  const raw = await be.load('config', 'config');
+  return openConfig(key, await be.load('config', 'config'));
+}
+
+/** Decrypts and decodes the config file's bytes. */
+export function openConfig(key: MasterKey, raw: Buffer): RepoConfig {
   return decodeConfig(open(key, raw, 'config'));
 }

@@ -1,7 +1,7 @@
 // A restic-format repository on a Backend: open/init, the master index, unpacked files, blobs, and
 // the pack writer. Everything above (archiver, restorer, maintenance, server) goes through this.
 import os from 'node:os';
-import { IntegrityError, NoRepositoryError, DmctlError, isObjectDamage } from '../core/errors.js';
+import { IntegrityError, NoRepositoryError, DmctlError, isObjectDamage, isNotFound } from '../core/errors.js';
 import { mapLimit, Semaphore } from '../core/limit.js';
 import { collectGarbage } from '../core/gc.js';
 import { ProgressFn, noProgress } from '../core/progress.js';
@@ -9,7 +9,7 @@ import { Backend, FileType, hasConfig, listAll, spoolingOf, SpoolingBackend } fr
 import { randomPolynomial } from '../chunker/polynomial.js';
 import { MasterKey, newMasterKey, openAsync, sealAsync, sha256hexAsync } from './crypto.js';
 import { compress, decompress, ZSTD_LEVEL, ZSTD_LEVEL_MAX } from './compression.js';
-import { RepoConfig, loadConfig, newConfig, saveConfig } from './config-file.js';
+import { RepoConfig, newConfig, openConfig, saveConfig } from './config-file.js';
 import { IndexPack, MasterIndex, decodeIndex, encodeIndex, BlobLocation } from './index-file.js';
 import { addKey, findKey } from './key-file.js';
 import { BlobType, PackBuilder, FilePackBuilder, removeStaleSpool } from './pack.js';
@@ -86,10 +86,24 @@ export class Repository {
   }
 
   static async open(be: Backend, password: string | Buffer, opts: OpenOptions = {}): Promise<Repository> {
-    if (!(await hasConfig(be))) throw new NoRepositoryError(be.location);
-    const { master, keyId } = await findKey(be, password, { hint: opts.keyHint });
-    const config = await loadConfig(be, master);
-    return new Repository(be, master, keyId, config);
+    // The config is read while the key is found and its scrypt runs (one round trip less on a
+    // remote backend than stat, key, then config); a missing config still says "no repository".
+    const raw = be.load('config', 'config').then(
+      (b) => ({ b }),
+      (err: unknown) => ({ err }),
+    );
+    const key = findKey(be, password, { hint: opts.keyHint }).then(
+      (k) => ({ k }),
+      (err: unknown) => ({ err }),
+    );
+    const r = await raw;
+    if ('err' in r) {
+      await key;
+      throw isNotFound(r.err) ? new NoRepositoryError(be.location) : r.err;
+    }
+    const k = await key;
+    if ('err' in k) throw k.err;
+    return new Repository(be, k.k.master, k.k.keyId, openConfig(k.k.master, r.b));
   }
 
   // ---- unpacked files (index, snapshots, locks)
