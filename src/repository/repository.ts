@@ -3,7 +3,7 @@
 import os from 'node:os';
 import { IntegrityError, NoRepositoryError, DmctlError, isObjectDamage, isNotFound } from '../core/errors.js';
 import { mapLimit, Semaphore } from '../core/limit.js';
-import { collectGarbage } from '../core/gc.js';
+import { collectGarbage, collectYoung } from '../core/gc.js';
 import { ProgressFn, noProgress } from '../core/progress.js';
 import { Backend, FileType, hasConfig, listAll, spoolingOf, SpoolingBackend } from '../storage/backend.js';
 import { randomPolynomial } from '../chunker/polynomial.js';
@@ -586,7 +586,8 @@ export class BlobWriter {
       this.stats.packs++;
       // Every 4 packs (~64 MiB stored): collect the garbage of finished blobs, so the peak memory
       // of a long stream does not drift with its length (~10-30 ms each).
-      if (this.stats.packs % 2 === 0) collectGarbage();
+      if (this.stats.packs % 8 === 0) collectGarbage();
+      else if (this.stats.packs % 2 === 0) collectYoung();
       if (this.unindexedBlobs >= INDEX_FULL_BLOBS) this.queueIndexWrite();
     })().catch((err) => {
       this.failure ??= this.spool ? this.spool.spoolError(err) : err;
