@@ -43,7 +43,8 @@ async function soleFile(repo: Repository, tree: string): Promise<{ node: Node; p
   }
 }
 
-export async function writeFileContent(repo: Repository, node: Node, out: Writable, progress: ProgressFn, readAhead = 8): Promise<number> {
+/** Writes a file node's content to `out`; blobs are read ahead, nothing is written before `gate`. */
+export async function writeFileContent(repo: Repository, node: Node, out: Writable, progress: ProgressFn, readAhead = 8, gate?: Promise<void>): Promise<number> {
   const content = node.content ?? [];
   const pending: Promise<Buffer>[] = [];
   let next = 0;
@@ -58,6 +59,7 @@ export async function writeFileContent(repo: Repository, node: Node, out: Writab
     }
   };
   fill();
+  await gate;
   // Output failures (disk full behind `> file`, reader gone from a pipe) arrive either as a throw
   // from write() (files are written synchronously) or as an 'error' event (pipes): both become one
   // TargetError instead of an uncaught exception with a stack trace.
@@ -99,8 +101,9 @@ export async function dumpFile(repo: Repository, opts: DumpOptions): Promise<Dum
   const started = Date.now();
   const progress = opts.progress ?? noProgress;
   const { id, subpath } = splitSnapshotSpec(opts.snapshot);
-  // As restore(): the snapshot is found while the lock is taken, the file's node while the lock is
-  // checked again (early lock); no byte goes to the output before that check has passed.
+  // As restore(): the snapshot is found while the lock is taken, the file's node and its first
+  // blobs while the lock is checked again (early lock); no byte goes to the output before that
+  // check has passed.
   const found = findSnapshot(repo, id, opts.filter);
   found.catch(() => {});
   const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress, early: true });
@@ -111,10 +114,12 @@ export async function dumpFile(repo: Repository, opts: DumpOptions): Promise<Dum
     let snap: SnapshotEntry;
     try {
       ({ snap, node, filePath } = await locateFile(repo, await found, opts, subpath));
-    } finally {
-      await lock.confirmed;
+    } catch (err) {
+      await lock.confirmed; // its verdict explains a failure better
+      throw err;
     }
-    const bytes = await writeFileContent(repo, node, opts.output, progress, opts.readAhead);
+    // The first blobs are read while the lock is checked again; writing waits for the verdict.
+    const bytes = await writeFileContent(repo, node, opts.output, progress, opts.readAhead, lock.confirmed);
     progress({ phase: 'restore', bytesDone: bytes, done: true });
     return { snapshotId: snap.id, path: filePath, bytes, durationMs: Date.now() - started };
   } finally {
