@@ -35,6 +35,11 @@ export interface RestoreOptions {
   progress?: ProgressFn;
   retryLockMs?: number;
   noLock?: boolean;
+  /**
+   * Nothing in the target is created before this resolves (an early lock's confirmation): the
+   * walk goes on meanwhile, its directories are queued and made, in order, when it resolves.
+   */
+  gate?: Promise<void>;
 }
 
 export interface RestoreSummary {
@@ -132,6 +137,12 @@ export class Restorer {
   private readonly owner = process.getuid?.() === 0;
   /** First fatal error of the data phase (target full or read-only): the other workers stop. */
   private abortErr: unknown;
+  /** Set once the gate has opened and the target exists; directories wait in `queuedDirs` until then. */
+  private open?: Promise<void>;
+  private isOpen = false;
+  private queuedDirs: Buffer[] = [];
+  private queuedSpecials: { p: Buffer; node: Node }[] = [];
+  private target = Buffer.alloc(0);
 
   constructor(
     private readonly repo: Repository,
@@ -222,8 +233,35 @@ export class Restorer {
     }
   }
 
+  /**
+   * Waits for the gate, then creates the target and the directories the walk queued meanwhile.
+   * Everything that changes the target (files, links, special nodes) comes after this.
+   */
+  private opened(): Promise<void> {
+    this.open ??= (async () => {
+      await this.opts.gate;
+      try {
+        await mkdirAll(this.target.toString());
+      } catch (err) {
+        this.targetError(this.target, err);
+      }
+      this.isOpen = true;
+      const dirs = this.queuedDirs;
+      this.queuedDirs = [];
+      for (const d of dirs) this.mkdir(d);
+      const specials = this.queuedSpecials;
+      this.queuedSpecials = [];
+      for (const { p, node } of specials) await this.special(p, node);
+    })();
+    return this.open;
+  }
+
   /** Directories and symlinks are made with blocking calls: each is microseconds of kernel work. */
   private mkdir(p: Buffer): void {
+    if (!this.isOpen) {
+      this.queuedDirs.push(p);
+      return;
+    }
     try {
       mkdirSync(p, { mode: 0o700 });
     } catch (err) {
@@ -238,6 +276,12 @@ export class Restorer {
   }
 
   private async special(p: Buffer, node: Node): Promise<void> {
+    if (!this.isOpen) {
+      // made when the target opens, after the directories queued before it (symlinks are common
+      // enough in a tree that waiting here would stop the walk at the first one)
+      this.queuedSpecials.push({ p, node });
+      return;
+    }
     try {
       if (node.type === 'symlink') {
         const create = () => symlinkSync(linkTargetBytes(node.linktarget ?? Buffer.alloc(0)), p);
@@ -554,6 +598,7 @@ export class Restorer {
    * the order backups wrote their blobs, so batches mostly touch different packs.
    */
   private async flushBatch(): Promise<void> {
+    await this.opened();
     // The previous batch must have handed out its regions (not finished them: its last regions are
     // written while this batch's first ones are read, so the workers do not drain between batches).
     await this.batchDispatched;
@@ -635,12 +680,9 @@ export class Restorer {
 
   async run(snap: SnapshotEntry, subpath: string): Promise<RestoreSummary> {
     const started = Date.now();
-    const target = Buffer.from(path.resolve(this.opts.target));
-    try {
-      await mkdirAll(target.toString());
-    } catch (err) {
-      this.targetError(target, err);
-    }
+    const target = (this.target = Buffer.from(path.resolve(this.opts.target)));
+    // Without a gate the target is made at once (a read-only target fails before any tree is read).
+    if (!this.opts.gate) await this.opened();
     const { nodes, single } = await treeAt(this.repo, snap.snapshot.tree, subpath);
     try {
       if (single) {
@@ -649,7 +691,7 @@ export class Restorer {
       } else {
         await this.walk(nodes, target, subpath, 0, false);
       }
-      await this.flushBatch();
+      await this.flushBatch(); // (opens the target even when there are no files)
       await this.batchDone;
     } finally {
       await this.batchDone.catch(() => {});
@@ -706,10 +748,17 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
     let snap: SnapshotEntry;
     try {
       snap = await found;
-    } finally {
-      await lock?.confirmed;
+    } catch (err) {
+      await lock?.confirmed; // its verdict explains a failure better
+      throw err;
     }
-    return await new Restorer(repo, opts).run(snap, subpath);
+    // The walk starts while the lock is checked again; the target is touched only after.
+    try {
+      return await new Restorer(repo, { ...opts, gate: lock?.confirmed }).run(snap, subpath);
+    } catch (err) {
+      await lock?.confirmed;
+      throw err;
+    }
   } finally {
     await lock?.release();
   }
