@@ -8,7 +8,7 @@ import { ProgressFn, noProgress } from '../core/progress.js';
 import { Backend, FileType, hasConfig, listAll, spoolingOf, SpoolingBackend } from '../storage/backend.js';
 import { randomPolynomial } from '../chunker/polynomial.js';
 import { MasterKey, newMasterKey, openAsync, sealAsync, sha256hexAsync } from './crypto.js';
-import { compress, decompress, ZSTD_LEVEL, ZSTD_LEVEL_MAX } from './compression.js';
+import { compress, decompress, looksCompressed, ZSTD_LEVEL, ZSTD_LEVEL_MAX } from './compression.js';
 import { RepoConfig, newConfig, openConfig, saveConfig } from './config-file.js';
 import { IndexPack, MasterIndex, decodeIndex, encodeIndex, BlobLocation } from './index-file.js';
 import { addKey, findKey } from './key-file.js';
@@ -471,7 +471,8 @@ export class BlobWriter {
     let payload: Buffer = plain;
     let ulen = 0;
     const level = this.level(type);
-    if (level && plain.length > 0) {
+    // ("auto" stores data that is compressed already as it is; "max" tries anyway)
+    if (level && plain.length > 0 && !(level === ZSTD_LEVEL && type === 'data' && looksCompressed(plain))) {
       payload = await compress(plain, level);
       ulen = plain.length;
     }

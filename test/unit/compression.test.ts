@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { compress as zc, decompress as zd } from '@mongodb-js/zstd';
-import { compress, decompress, smallBlobZstd, SYNC_ZSTD_MAX } from '../../src/repository/compression.js';
+import { compress, decompress, looksCompressed, smallBlobZstd, SYNC_ZSTD_MAX } from '../../src/repository/compression.js';
 import { IntegrityError } from '../../src/core/errors.js';
 
 function sample(size: number, seed: number): Buffer {
@@ -76,5 +76,49 @@ test('damaged frames are IntegrityErrors naming the object', async () => {
   bad[6] ^= 0xff;
   for (const b of [bad, Buffer.from('not zstd at all'), frame.subarray(0, frame.length - 10)]) {
     await assert.rejects(decompress(b, 'blob 1234'), (err: unknown) => err instanceof IntegrityError && /blob 1234: zstd decompression failed/.test(err.message));
+  }
+});
+
+test('looksCompressed: signatures of compressed formats, not text or short data', async () => {
+  const { gzipSync } = await import('node:zlib');
+  const text = Buffer.from('a line of text that compresses well\n'.repeat(100));
+  assert.equal(looksCompressed(gzipSync(text)), true, 'gzip');
+  assert.equal(looksCompressed(await compress(text)), true, 'zstd');
+  const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), crypto.randomBytes(100)]);
+  assert.equal(looksCompressed(png), true, 'png');
+  const webp = Buffer.concat([Buffer.from('RIFF'), Buffer.from([1, 2, 3, 4]), Buffer.from('WEBPVP8 '), crypto.randomBytes(100)]);
+  assert.equal(looksCompressed(webp), true, 'webp');
+  assert.equal(looksCompressed(text), false, 'text');
+  assert.equal(looksCompressed(gzipSync(text).subarray(0, 10)), false, 'too short to tell');
+  assert.equal(looksCompressed(Buffer.concat([Buffer.from([0x1f, 0x8b, 0x00]), text])), false, 'gzip magic with another method byte');
+});
+
+test('auto mode stores data that is compressed already as it is, max compresses it; both read back', async () => {
+  const { gzipSync } = await import('node:zlib');
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const { LocalBackend } = await import('../../src/storage/local.js');
+  const { Repository } = await import('../../src/repository/repository.js');
+  const { sha256hex } = await import('../../src/repository/crypto.js');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'dmctl-precompressed-'));
+  try {
+    const repo = await Repository.init(new LocalBackend(path.join(dir, 'repo')), 'pw');
+    const text = Buffer.from('compressible text, line after line\n'.repeat(2000));
+    const gz = gzipSync(Buffer.concat([text, crypto.randomBytes(3000)]));
+    for (const [mode, gzCompressed] of [['auto', false], ['max', true]] as const) {
+      const w = repo.newWriter({ compression: mode });
+      const t = Buffer.concat([text, Buffer.from(mode)]);
+      const g = Buffer.concat([gz, Buffer.from(mode)]);
+      await w.save('data', sha256hex(t), t);
+      await w.save('data', sha256hex(g), g);
+      await w.flush();
+      assert.ok(repo.index.lookup('data', sha256hex(t))!.uncompressedLength > 0, `${mode}: text is compressed`);
+      assert.equal((repo.index.lookup('data', sha256hex(g))!.uncompressedLength ?? 0) > 0, gzCompressed, `${mode}: gzip data`);
+      assert.ok((await repo.loadBlob('data', sha256hex(t))).equals(t));
+      assert.ok((await repo.loadBlob('data', sha256hex(g))).equals(g));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
