@@ -72,7 +72,7 @@ export async function backupStream(repo: Repository, opts: StreamBackupOptions):
     await repo.ensureIndex(progress);
     const time = opts.time ?? nowGoTime();
     if (opts.command?.length) await lock.confirmed;
-    const writer = repo.newWriter({ compression: opts.compression, gate: lock.confirmed });
+    const writer = repo.newWriter({ compression: opts.compression, gate: lock.confirmed, storeCompressedAsIs: true });
     let bytes = 0;
     const onBytes = (n: number) => {
       bytes += n;

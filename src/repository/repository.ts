@@ -378,6 +378,12 @@ export interface WriterOptions {
    * sealed meanwhile, within the usual bounds); if it rejects, that is the writer's failure.
    */
   gate?: Promise<void>;
+  /**
+   * In "auto" mode, store data blobs that look compressed already (compression.ts looksCompressed)
+   * without compressing them. Backups set it; prune does not (`--repack-uncompressed` would
+   * otherwise rewrite the same packs on every run).
+   */
+  storeCompressedAsIs?: boolean;
 }
 
 export interface WriterStats {
@@ -413,6 +419,7 @@ export class BlobWriter {
   private cleanup: Promise<void> = Promise.resolve();
   private readonly ignoreIndex: boolean;
   private readonly gate: Promise<void>;
+  private readonly asIs: boolean;
 
   constructor(
     private readonly repo: Repository,
@@ -424,6 +431,7 @@ export class BlobWriter {
     this.maxUploads = opts.uploads ?? (this.spool ? 2 : Math.max(2, Math.min(repo.backend.connections, 4)));
     this.compression = repo.version === 1 ? 'off' : (opts.compression ?? 'auto');
     this.ignoreIndex = opts.ignoreIndex ?? false;
+    this.asIs = opts.storeCompressedAsIs ?? false;
     this.gate = opts.gate ?? Promise.resolve();
     this.gate.catch(() => {}); // surfaces through store(), the index write and flush()
     // Temp packs of writers that were killed: reclaim their space (best effort, in the background).
@@ -471,8 +479,8 @@ export class BlobWriter {
     let payload: Buffer = plain;
     let ulen = 0;
     const level = this.level(type);
-    // ("auto" stores data that is compressed already as it is; "max" tries anyway)
-    if (level && plain.length > 0 && !(level === ZSTD_LEVEL && type === 'data' && looksCompressed(plain))) {
+    // (a backup in "auto" mode stores data that is compressed already as it is; "max" tries anyway)
+    if (level && plain.length > 0 && !(this.asIs && level === ZSTD_LEVEL && type === 'data' && looksCompressed(plain))) {
       payload = await compress(plain, level);
       ulen = plain.length;
     }
