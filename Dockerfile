@@ -11,7 +11,7 @@ COPY tsconfig.json ./
 COPY bin ./bin
 COPY src ./src
 COPY scripts ./scripts
-RUN npx tsc -p . && node scripts/gen-manifest.mjs && npm prune --omit=dev
+RUN npx tsc -p . && node scripts/bundle-sdks.mjs && node scripts/gen-manifest.mjs && npm prune --omit=dev
 
 FROM node:20-slim
 # mkfifo (coreutils) and sh are in the base image: the dump pod's pipe and status file need them.
