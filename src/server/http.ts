@@ -349,7 +349,15 @@ export class RestServer {
       // Probes: no authentication.
       if (rawPath === '/healthz') return send(200, 'ok\n');
       if (rawPath === '/readyz') return this.ready ? send(200, 'ready\n') : send(503, 'not ready\n');
-      user = await this.authenticate(req);
+      // The idle timeout is for a client that stops talking, not for our own work: a password's
+      // first check (scrypt on the thread pool) can outlast a short idle timeout on a busy machine.
+      const sock = req.socket;
+      sock.setTimeout(0);
+      try {
+        user = await this.authenticate(req);
+      } finally {
+        if (!sock.destroyed) sock.setTimeout(this.server.timeout);
+      }
       if (rawPath === '/metrics') {
         label = 'metrics';
         if (method !== 'GET') throw new HttpError(405, 'method not allowed', { Allow: 'GET' });

@@ -9,6 +9,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { startServer, type ServerHandle } from '../../src/server/start.js';
 import { addUser } from '../../src/server/user-admin.js';
+import { hashPassword, readUsersFile, writeUsersFile } from '../../src/server/users.js';
 import { serverStatus, FingerprintMismatchError, ServerUnreachableError } from '../../src/server/client.js';
 import { generateSelfSigned, writeTls } from '../../src/server/tls.js';
 import type { ServerSettings } from '../../src/server/settings.js';
@@ -241,6 +242,27 @@ describe('main server', () => {
     assert.equal((await request(base, { path: '/healthz' })).status, 200);
     assert.equal((await request(base, { path: '/readyz' })).status, 200);
   });
+});
+
+test('a password check slower than the idle timeout does not cut the client off', async () => {
+  const dir = tmpDir('server-slow-auth');
+  await makeUsers(dir);
+  // root's hash made expensive (N = 2^17, ~0.3-1 s here), the idle timeout far shorter
+  const usersFile = path.join(dir, 'users.json');
+  const users = await readUsersFile(usersFile);
+  const root = users.find((u) => u.name === 'root')!;
+  root.hash = await hashPassword(PW.full, { N: 1 << 17, r: 8, p: 1 });
+  await writeUsersFile(usersFile, users);
+  const { h, base } = await start(dir, { idleTimeoutMs: 100 });
+  try {
+    const started = Date.now();
+    const r = await request(base, { method: 'POST', path: '/?create=true', user: 'root', password: PW.full });
+    assert.ok(Date.now() - started > 100, 'the check took longer than the idle timeout');
+    assert.equal(r.status, 200);
+  } finally {
+    await h.stop();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
 });
 
 describe('limits', () => {
