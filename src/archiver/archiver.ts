@@ -16,7 +16,7 @@ import { sha256hex } from '../repository/crypto.js';
 import { nodeFromStat } from './fsnode.js';
 import { saveFile, saveBuffer, readSmallFile, SMALL_FILE } from './file-saver.js';
 import { RepoLock } from '../repository/lock.js';
-import { findParentSnapshot, SnapshotEntry, loadSnapshot } from '../repository/snapshots.js';
+import { findParentSnapshot, loadSnapshot } from '../repository/snapshots.js';
 import { currentUsername } from '../repository/key-file.js';
 
 export interface BackupOptions {
@@ -409,19 +409,13 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress, early: true });
   try {
     await repo.ensureIndex(progress);
-    let parent: SnapshotEntry | undefined;
-    let tree: string;
-    let stats: WriterStats;
     const archiver = new Archiver(repo, { ...opts, gate: lock.confirmed });
-    try {
-      parent = await parentFound;
-      ({ tree, stats } = await archiver.run(parent?.snapshot.tree));
+    const { parent, tree, stats } = await lock.judged(async () => {
+      const parent = await parentFound;
+      const { tree, stats } = await archiver.run(parent?.snapshot.tree);
       await lock.confirmed;
-    } catch (err) {
-      // Read before the lock held, anything may fail; the lock's own verdict explains it.
-      await lock.confirmed;
-      throw err;
-    }
+      return { parent, tree, stats };
+    });
     const uid = process.getuid?.() ?? 0;
     const gid = process.getgid?.() ?? 0;
     const snap: Snapshot = {

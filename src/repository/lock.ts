@@ -168,6 +168,20 @@ export class RepoLock {
   }
 
   /**
+   * Runs work that began before this lock was confirmed. If it fails and the lock's check failed
+   * too, the lock's error is the one reported: it explains the failure (a prune deleting what was
+   * being read), the work's own error would not.
+   */
+  async judged<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (err) {
+      await this.confirmed;
+      throw err;
+    }
+  }
+
+  /**
    * The background half of an early acquire: the same check again as the classic path, then the
    * index listed again under the lock. An index file that disappeared means an exclusive operation
    * (a prune) ran and finished in the window; the work started on the old index cannot go on.

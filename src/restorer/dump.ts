@@ -109,15 +109,7 @@ export async function dumpFile(repo: Repository, opts: DumpOptions): Promise<Dum
   const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress, early: true });
   try {
     await repo.ensureIndex(progress);
-    let node: Node;
-    let filePath: string;
-    let snap: SnapshotEntry;
-    try {
-      ({ snap, node, filePath } = await locateFile(repo, await found, opts, subpath));
-    } catch (err) {
-      await lock.confirmed; // its verdict explains a failure better
-      throw err;
-    }
+    const { snap, node, filePath } = await lock.judged(async () => locateFile(repo, await found, opts, subpath));
     // The first blobs are read while the lock is checked again; writing waits for the verdict.
     const bytes = await writeFileContent(repo, node, opts.output, progress, opts.readAhead, lock.confirmed);
     progress({ phase: 'restore', bytesDone: bytes, done: true });

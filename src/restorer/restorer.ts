@@ -745,20 +745,9 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
   const lock = opts.noLock ? undefined : await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: opts.progress ?? noProgress, early: true });
   try {
     await repo.ensureIndex(opts.progress);
-    let snap: SnapshotEntry;
-    try {
-      snap = await found;
-    } catch (err) {
-      await lock?.confirmed; // its verdict explains a failure better
-      throw err;
-    }
     // The walk starts while the lock is checked again; the target is touched only after.
-    try {
-      return await new Restorer(repo, { ...opts, gate: lock?.confirmed }).run(snap, subpath);
-    } catch (err) {
-      await lock?.confirmed;
-      throw err;
-    }
+    const run = async () => new Restorer(repo, { ...opts, gate: lock?.confirmed }).run(await found, subpath);
+    return await (lock ? lock.judged(run) : run());
   } finally {
     await lock?.release();
   }
