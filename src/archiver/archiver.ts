@@ -14,7 +14,9 @@ import { Snapshot, encodeSnapshot } from '../repository/snapshot.js';
 import { GoTime, nowGoTime, formatGoTime as formatTime } from '../repository/gotime.js';
 import { sha256hex } from '../repository/crypto.js';
 import { nodeFromStat } from './fsnode.js';
-import { saveFile, saveBuffer, readSmallFile, SMALL_FILE } from './file-saver.js';
+import { saveFile, saveBuffer, readSmallFile, SMALL_FILE, type SavedContent } from './file-saver.js';
+import { SmallFiles } from './small-files.js';
+import { MIN_SIZE } from '../chunker/chunker.js';
 import { RepoLock } from '../repository/lock.js';
 import { findParentSnapshot, loadSnapshot } from '../repository/snapshots.js';
 import { currentUsername } from '../repository/key-file.js';
@@ -192,7 +194,12 @@ export class Archiver {
     return true;
   }
 
-  private async saveRegular(fsPath: string | Buffer, node: Node, st: BigIntStats, old: Node | undefined): Promise<void> {
+  /**
+   * Saves a regular file's content into `node`. A file that went to the seal workers' batches
+   * comes back as `{ done }`: its content is on its way (awaited before the directory's tree is
+   * written); any other file is saved by the time this returns.
+   */
+  private async saveRegular(fsPath: string | Buffer, node: Node, st: BigIntStats, old: Node | undefined): Promise<{ done: Promise<void> } | void> {
     if (this.unchanged(node, old)) {
       node.content = old!.content;
       this.counters.filesUnmodified++;
@@ -202,49 +209,81 @@ export class Archiver {
       return;
     }
     const hlKey = st.nlink > 1n ? `${st.dev}:${st.ino}` : undefined;
-    const run = async () => {
-      if (st.size < SMALL_FILE) {
-        // Small files (most of a typical tree): one synchronous open/read/close instead of three
-        // thread-pool round trips; content goes through the same dedup and packing path.
-        const data = readSmallFile(fsPath, Number(st.size));
-        const saved = await saveBuffer(this.writer, data, (n) => {
-          this.counters.bytes += n;
-        }, this.repo.config.chunkerPolynomial);
-        return { content: saved.content, size: saved.size };
-      }
-      await this.fileSem.acquire();
-      let fh: fsp.FileHandle | undefined;
-      try {
-        fh = await fsp.open(fsPath, fsc.O_RDONLY | fsc.O_NOFOLLOW | (fsc.O_NOATIME ?? 0)).catch(() => fsp.open(fsPath, fsc.O_RDONLY | fsc.O_NOFOLLOW));
-        const saved = await saveFile(this.writer, this.repo.config.chunkerPolynomial, fh, Number(st.size), (n) => {
-          this.counters.bytes += n;
+    const small = st.size < BigInt(MIN_SIZE) ? this.smallFiles() : undefined;
+    const start = async (): Promise<{ result: Promise<SavedContent>; deferred: boolean }> => {
+      if (small) {
+        const { outcome } = await small.add(typeof fsPath === 'string' ? Buffer.from(fsPath) : fsPath, Number(st.size));
+        const result = outcome.then((r) => {
+          if (r !== 'big') {
+            this.counters.bytes += r.size;
+            return r;
+          }
+          return this.readRegular(fsPath, st);
         });
-        return { content: saved.content, size: saved.size };
-      } finally {
-        await fh?.close().catch(() => {});
-        this.fileSem.release();
+        return { result, deferred: true };
       }
+      return { result: Promise.resolve(await this.readRegular(fsPath, st)), deferred: false };
     };
-    let p: Promise<{ content: string[]; size: number }>;
-    if (hlKey) {
-      const known = this.hardlinks.get(hlKey);
-      if (known) p = known;
-      else {
-        p = run();
-        this.hardlinks.set(hlKey, p);
-      }
-    } else p = run();
-    const { content, size } = await p;
-    node.content = content;
-    node.size = BigInt(size);
-    if (old) this.counters.filesChanged++;
-    else this.counters.filesNew++;
-    this.counters.files++;
-    this.report();
+    let result: Promise<SavedContent>;
+    let deferred = true;
+    if (hlKey && this.hardlinks.has(hlKey)) result = this.hardlinks.get(hlKey)!;
+    else {
+      const started = start();
+      result = started.then((s) => s.result);
+      // (when start() fails, the await below throws and nothing else awaits `result`)
+      result.catch(() => {});
+      if (hlKey) this.hardlinks.set(hlKey, result);
+      ({ deferred } = await started);
+    }
+    const done = result.then(({ content, size }) => {
+      node.content = content;
+      node.size = BigInt(size);
+      if (old) this.counters.filesChanged++;
+      else this.counters.filesNew++;
+      this.counters.files++;
+      this.report();
+    });
+    if (!deferred) return done;
+    return { done };
   }
 
-  /** Archives a directory's entries; returns the tree ID. */
-  private async saveDir(fsPath: string | Buffer, old: Map<string, Node> | undefined, extra?: Map<string, TrieNode>): Promise<string> {
+  /** The batches of small files for the seal workers (undefined where those cannot run). */
+  private smallFiles(): SmallFiles | undefined {
+    if (this.small === undefined) {
+      const pool = this.writer.sealPool();
+      this.small = pool ? new SmallFiles(pool, this.writer) : null;
+    }
+    return this.small ?? undefined;
+  }
+  private small: SmallFiles | null | undefined;
+
+  /** Reads and saves a file here, on the main thread (files of MIN_SIZE or more, or no seal workers). */
+  private async readRegular(fsPath: string | Buffer, st: BigIntStats): Promise<SavedContent> {
+    const onBytes = (n: number) => {
+      this.counters.bytes += n;
+    };
+    if (st.size < SMALL_FILE) {
+      // One synchronous open/read/close instead of three thread-pool round trips.
+      const data = readSmallFile(fsPath, Number(st.size));
+      return saveBuffer(this.writer, data, onBytes, this.repo.config.chunkerPolynomial);
+    }
+    await this.fileSem.acquire();
+    let fh: fsp.FileHandle | undefined;
+    try {
+      fh = await fsp.open(fsPath, fsc.O_RDONLY | fsc.O_NOFOLLOW | (fsc.O_NOATIME ?? 0)).catch(() => fsp.open(fsPath, fsc.O_RDONLY | fsc.O_NOFOLLOW));
+      return await saveFile(this.writer, this.repo.config.chunkerPolynomial, fh, Number(st.size), onBytes);
+    } finally {
+      await fh?.close().catch(() => {});
+      this.fileSem.release();
+    }
+  }
+
+  /**
+   * Archives a directory's entries. Resolves once they are examined and its sub-directories walked;
+   * `tree` then resolves with the tree ID once every content is known (the walk goes on meanwhile,
+   * so the seal workers' batches fill across directories).
+   */
+  private async saveDir(fsPath: string | Buffer, old: Map<string, Node> | undefined, extra?: Map<string, TrieNode>): Promise<{ tree: Promise<string> }> {
     // Paths stay bytes all the way down: names need not be UTF-8, and a JS string of them would
     // name a different file.
     const dirBytes = typeof fsPath === 'string' ? Buffer.from(fsPath) : fsPath;
@@ -272,6 +311,12 @@ export class Archiver {
     }
     const nodes: Node[] = [];
     const subdirs: { name: Buffer; full: Buffer; st: BigIntStats }[] = [];
+    /** Contents on their way (rejects only when the backup cannot go on); awaited before the tree. */
+    const pending: Promise<void>[] = [];
+    const defer = (p: Promise<void>) => {
+      p.catch(() => {}); // (awaited below; this keeps an early end of the walk from leaving it unhandled)
+      pending.push(p);
+    };
     await mapLimit(names, 16, async (name) => {
       const full = Buffer.concat([prefix, Buffer.from('/'), name]);
       let st: BigIntStats;
@@ -294,14 +339,18 @@ export class Archiver {
       }
       nodes.push(node);
       if (st.isFile()) {
-        try {
-          await this.saveRegular(full, node, st, old?.get(name.toString('latin1')));
-        } catch (err) {
-          // Repository and storage failures end the backup; an unreadable source file is skipped
-          // with a warning (exit code 3, like restic).
+        // Repository and storage failures end the backup; an unreadable source file is left out
+        // with a warning (exit code 3, like restic).
+        const skip = (err: unknown) => {
           if (err instanceof DmctlError) throw err;
           this.warn(full.toString(), err);
           nodes.splice(nodes.indexOf(node), 1);
+        };
+        try {
+          const later = await this.saveRegular(full, node, st, old?.get(name.toString('latin1')));
+          if (later) defer(later.done.catch(skip));
+        } catch (err) {
+          skip(err);
         }
       }
     });
@@ -320,13 +369,25 @@ export class Archiver {
       const node = byName.get(key)!;
       const oldNode = old?.get(key);
       const oldChildren = oldNode?.type === 'dir' ? await this.parentChildren(oldNode.subtree) : undefined;
-      node.subtree = await this.saveDir(d.full, oldChildren);
-      if (!oldNode) this.counters.dirsNew++;
-      else if (oldNode.subtree === node.subtree) this.counters.dirsUnmodified++;
-      else this.counters.dirsChanged++;
+      const { tree } = await this.saveDir(d.full, oldChildren);
+      defer(
+        tree.then((id) => {
+          node.subtree = id;
+          if (!oldNode) this.counters.dirsNew++;
+          else if (oldNode.subtree === node.subtree) this.counters.dirsUnmodified++;
+          else this.counters.dirsChanged++;
+        }),
+      );
     });
     if (extra) for (const [, t] of extra) if (!byName.has(t.name.toString('latin1'))) nodes.push(await this.saveTrieNode(t, old));
-    return this.saveTree(nodes);
+    const tree = Promise.all(pending).then(() => this.saveTree(nodes));
+    tree.catch(() => {}); // (the caller awaits it)
+    return { tree };
+  }
+
+  /** Sends the seal workers what they have not been sent (before waiting for a tree). */
+  private flushSmall(): void {
+    this.small?.flush();
   }
 
   private async saveTree(nodes: Node[]): Promise<string> {
@@ -350,9 +411,15 @@ export class Archiver {
     if (t.target) {
       if (st.isDirectory()) {
         const oldChildren = oldNode?.type === 'dir' ? await this.parentChildren(oldNode.subtree) : undefined;
-        node.subtree = await this.saveDir(t.fsPath, oldChildren);
+        const { tree } = await this.saveDir(t.fsPath, oldChildren);
+        this.flushSmall();
+        node.subtree = await tree;
       } else if (st.isFile()) {
-        await this.saveRegular(t.fsPath, node, st, oldNode);
+        const later = await this.saveRegular(t.fsPath, node, st, oldNode);
+        if (later) {
+          this.flushSmall();
+          await later.done;
+        }
       }
       return node;
     }
@@ -370,7 +437,9 @@ export class Archiver {
     let tree: string;
     if (trie.target) {
       // "/" or "." itself: its entries form the root tree, plus any other targets
-      tree = await this.saveDir(trie.fsPath, oldRoot, trie.children);
+      const walked = await this.saveDir(trie.fsPath, oldRoot, trie.children);
+      this.flushSmall();
+      tree = await walked.tree;
     } else {
       const nodes: Node[] = [];
       for (const [, c] of trie.children) nodes.push(await this.saveTrieNode(c, oldRoot));

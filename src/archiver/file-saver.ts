@@ -312,7 +312,14 @@ export const SMALL_FILE = 128 * 1024;
  * Reads up to sizeHint + 1 bytes and then to EOF, so a file that grew is still read whole.
  */
 export function readSmallFile(path: string | Buffer, sizeHint: number): Buffer {
-  const fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | (fsc.O_NOATIME ?? 0));
+  let fd: number;
+  try {
+    fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | (fsc.O_NOATIME ?? 0));
+  } catch (err) {
+    // O_NOATIME needs the file's owner (or CAP_FOWNER): anyone else gets EPERM, and reads without it.
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM' || !fsc.O_NOATIME) throw err;
+    fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  }
   try {
     let buf = Buffer.allocUnsafe(sizeHint + 1);
     let got = 0;

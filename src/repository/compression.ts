@@ -64,6 +64,12 @@ export function looksCompressed(data: Uint8Array): boolean {
   return data[0] === 0x52 && data[1] === 0x49 && data[2] === 0x46 && data[3] === 0x46 && data[8] === 0x57 && data[9] === 0x45 && data[10] === 0x42 && data[11] === 0x50;
 }
 
+/** zstd's worst-case output for `len` input bytes (ZSTD_COMPRESSBOUND). */
+export function zstdBound(len: number): number {
+  const small = len < 128 * 1024 ? (128 * 1024 - len) >>> 11 : 0;
+  return len + (len >>> 8) + small;
+}
+
 /** Blobs below this size are (de)compressed synchronously when zstd-napi is available. */
 export const SYNC_ZSTD_MAX = 64 * 1024;
 

@@ -14,7 +14,7 @@ import { IndexPack, MasterIndex, decodeIndex, encodeIndex, BlobLocation } from '
 import { addKey, findKey } from './key-file.js';
 import { BlobType, PackBuilder, FilePackBuilder, removeStaleSpool } from './pack.js';
 import { RepoCache } from './cache.js';
-import { SealPool, type HashedChunk } from './seal-pool.js';
+import { SealPool, type FileBatch, type HashedChunk } from './seal-pool.js';
 import { decodeUnpacked, encodeUnpacked } from './unpacked.js';
 
 export type UnpackedType = 'index' | 'snapshots' | 'locks';
@@ -554,6 +554,56 @@ export class BlobWriter {
       h.seal(this.level(type)).then(({ sealed, ulen, written }) => this.addSealed(type, h.id, sealed, ulen, plainLength, written)),
       plainLength,
     );
+  }
+
+  /**
+   * Stores the new contents of a batch of small files a seal worker read and hashed (one blob per
+   * file; the others are duplicates or empty). Returns once they are claimed and the batch is in
+   * the bounded queue; compression and encryption go on in the worker. On failure the batch is dropped.
+   */
+  async enqueueFileBatch(batch: FileBatch): Promise<void> {
+    const n = batch.ids.length;
+    const keep = new Uint8Array(n);
+    let bytes = 0;
+    try {
+      if (this.failure) throw this.failure;
+      await this.queueRoom();
+      for (let i = 0; i < n; i++) {
+        if (batch.lens[i] > 0 && this.claim('data', batch.ids[i])) {
+          keep[i] = 1;
+          bytes += batch.lens[i];
+        }
+      }
+    } catch (err) {
+      batch.drop();
+      throw err;
+    }
+    if (!bytes) return batch.drop();
+    const work = batch.seal(keep, this.level('data'), this.asIs).then(async ({ buf, lens, ulens, written }) => {
+      // The region goes back once every blob in it is written (or abandoned), or never handed over.
+      let unwritten = lens.length;
+      const one = () => {
+        if (--unwritten === 0) written();
+      };
+      let at = 0;
+      let k = 0;
+      try {
+        for (let i = 0; i < n; i++) {
+          if (!keep[i]) continue;
+          const len = lens[k++];
+          await this.addSealed('data', batch.ids[i], buf.subarray(at, at + len), ulens[k - 1], batch.lens[i], one);
+          at += len;
+        }
+      } catch (err) {
+        // addSealed called `one` for the blob that failed; the ones after it were never handed over.
+        while (k < lens.length) {
+          k++;
+          one();
+        }
+        throw err;
+      }
+    });
+    this.track(work, bytes);
   }
 
   private async store(p: Packer): Promise<void> {

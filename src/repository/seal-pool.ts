@@ -10,10 +10,10 @@
 // where the pack writer writes it out from.
 import { Worker } from 'node:worker_threads';
 import { MasterKey, OVERHEAD, masterKeyData } from './crypto.js';
-import { smallBlobZstd } from './compression.js';
+import { smallBlobZstd, zstdBound } from './compression.js';
 import { workerCount } from '../core/worker-pool.js';
 import { SharedRing } from '../core/shared-ring.js';
-import type { SealReply, SealRequest } from './seal-worker.js';
+import type { ReadFailure, SealReply, SealRequest } from './seal-worker.js';
 
 export interface Sealed {
   /** A region of the pool's output ring: read it until calling `written`, not after. */
@@ -29,8 +29,7 @@ const OUT_RING = 16 * 1024 * 1024;
 
 /** Room a sealed chunk of `len` plaintext bytes may need: zstd's worst case (ZSTD_COMPRESSBOUND) plus IV and MAC. */
 export function sealBound(len: number): number {
-  const small = len < 128 * 1024 ? (128 * 1024 - len) >>> 11 : 0;
-  return len + (len >>> 8) + small + OVERHEAD;
+  return zstdBound(len) + OVERHEAD;
 }
 
 /** A chunk hashed in a worker and kept there until it is sealed or dropped. */
@@ -39,6 +38,32 @@ export interface HashedChunk {
   /** Compresses (level 0: not) and encrypts the chunk. */
   seal(level: number): Promise<Sealed>;
   /** Forgets the chunk (a duplicate). */
+  drop(): void;
+}
+
+/** The sealed blobs of a batch, back to back in a region of the pool's output ring. */
+export interface SealedBatch {
+  buf: Buffer;
+  lens: number[];
+  ulens: number[];
+  /** Gives the region back: call it once every blob in it is written (or abandoned). */
+  written: () => void;
+}
+
+/** A batch of small files read and hashed by one worker, which keeps their contents until sealed or dropped. */
+export interface FileBatch {
+  /** Per file: the content's ID ('' for an empty file or one not read). */
+  ids: string[];
+  /** Per file: the content's length; -1 when not read (see errors). */
+  lens: number[];
+  /** Per file: why it could not be read; null for one read, or one not read because it is MIN_SIZE bytes or more now. */
+  errors: (ReadFailure | null)[];
+  /**
+   * Compresses (level 0: not; `asIs`: not what looks compressed already) and encrypts the files
+   * marked in `keep`: their sealed blobs back to back in `buf`, in file order.
+   */
+  seal(keep: Uint8Array, level: number, asIs: boolean): Promise<SealedBatch>;
+  /** Forgets the contents (nothing to store). */
   drop(): void;
 }
 
@@ -108,8 +133,7 @@ export class SealPool {
    * worker has sealed or dropped them, or failed).
    */
   async hashShared(buf: SharedArrayBuffer, off: number, len: number, done: () => void): Promise<HashedChunk> {
-    let slot = this.slots[0];
-    for (const s of this.slots) if (s.bytes < slot.bytes) slot = s;
+    const slot = this.pick();
     const seq = this.seq++;
     slot.bytes += len;
     let held = true;
@@ -146,6 +170,78 @@ export class SealPool {
       drop: () => {
         // The worker handles messages in order: once it reads this, it no longer reads the chunk,
         // and nothing sent after it can be overtaken by an earlier read.
+        if (!this.broken) slot.worker.postMessage({ op: 'drop', seq } satisfies SealRequest);
+        release();
+      },
+    };
+  }
+
+  /** The least loaded worker. */
+  private pick(): Slot {
+    let slot = this.slots[0];
+    for (const s of this.slots) if (s.bytes < slot.bytes) slot = s;
+    return slot;
+  }
+
+  /** Number of workers. */
+  get size(): number {
+    return this.slots.length;
+  }
+
+  /**
+   * Has the least loaded worker read and hash the files at `paths` (expected sizes `sizes`, each
+   * under the chunker's MIN_SIZE, so one blob each). The contents stay in the worker until the
+   * batch is sealed or dropped.
+   */
+  async readFiles(paths: Buffer[], sizes: number[]): Promise<FileBatch> {
+    const slot = this.pick();
+    const seq = this.seq++;
+    let bytes = 0;
+    for (const n of sizes) bytes += n;
+    slot.bytes += bytes;
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
+      slot.bytes -= bytes;
+    };
+    const joined = Buffer.allocUnsafe(paths.reduce((n, p) => n + p.length + 1, 0));
+    let at = 0;
+    for (const p of paths) {
+      at += p.copy(joined, at);
+      joined[at++] = 0;
+    }
+    let m: SealReply;
+    try {
+      m = await this.request(slot, { op: 'read', seq, paths: joined, sizes });
+    } catch (err) {
+      release();
+      throw err;
+    }
+    const r = m as Extract<SealReply, { op: 'read' }>;
+    return {
+      ids: r.ids,
+      lens: r.lens,
+      errors: r.errors,
+      seal: async (keep, level, asIs) => {
+        let outOff = -1;
+        try {
+          let room = 0;
+          for (let i = 0; i < keep.length; i++) if (keep[i]) room += sealBound(r.lens[i]);
+          outOff = await this.out.take(room);
+          const s = (await this.request(slot, { op: 'sealmany', seq, keep, level, asIs, outOff, room })) as Extract<SealReply, { op: 'sealedmany' }>;
+          let len = 0;
+          for (const n of s.lens) len += n;
+          const at = outOff;
+          return { buf: this.out.bytes.subarray(at, at + len), lens: s.lens, ulens: s.ulens, written: () => this.out.release(at) };
+        } catch (err) {
+          if (outOff >= 0) this.out.release(outOff);
+          throw err;
+        } finally {
+          release();
+        }
+      },
+      drop: () => {
         if (!this.broken) slot.worker.postMessage({ op: 'drop', seq } satisfies SealRequest);
         release();
       },

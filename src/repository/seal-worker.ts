@@ -7,11 +7,20 @@
 // the shared memory the chunk is read from in place;
 // {op:'seal', seq, level, outOff, room} → {op:'sealed', seq, len, ulen}, the sealed blob written
 // into the output ring (workerData.out) at [outOff, outOff + room); {op:'drop', seq} → nothing.
+// Small files come in batches (archiver/small-files.ts): {op:'read', seq, paths, sizes} → {op:'read',
+// seq, ids, lens, errors}: the worker opens, reads and hashes each file and keeps the contents (a
+// length of -1: not read, because of errors[i], or, without an error, because the file has grown to
+// MIN_SIZE or more and needs the chunker);
+// {op:'sealmany', seq, keep, level, asIs, outOff, room} → {op:'sealedmany', seq, lens, ulens}: the
+// kept ones compressed and encrypted, back to back into the output ring at outOff; {op:'drop', seq}
+// forgets a batch too.
 // Errors answer {op:'error', seq, message}. The master key comes as workerData.
 import { parentPort, workerData } from 'node:worker_threads';
 import { createRequire } from 'node:module';
+import { openSync, readSync, closeSync, fstatSync, constants as fsc } from 'node:fs';
 import { IV_SIZE, MasterKey, MasterKeyData, OVERHEAD, masterKeyFromData, sealInPlace, sha256hex } from './crypto.js';
-import { zstdParams } from './compression.js';
+import { ZSTD_LEVEL, looksCompressed, zstdBound, zstdParams } from './compression.js';
+import { MIN_SIZE } from '../chunker/chunker.js';
 import { collectYoung } from '../core/gc.js';
 
 interface CCtx {
@@ -26,11 +35,21 @@ interface Binding {
 export type SealRequest =
   | { op: 'hash'; seq: number; buf: SharedArrayBuffer; off: number; len: number }
   | { op: 'seal'; seq: number; level: number; outOff: number; room: number }
+  | { op: 'read'; seq: number; paths: Uint8Array; sizes: number[] }
+  | { op: 'sealmany'; seq: number; keep: Uint8Array; level: number; asIs: boolean; outOff: number; room: number }
   | { op: 'drop'; seq: number };
+
+/** A file of a batch that could not be read: what the archiver reports (Node's error code and text). */
+export interface ReadFailure {
+  code?: string;
+  message: string;
+}
 
 export type SealReply =
   | { op: 'id'; seq: number; id: string }
   | { op: 'sealed'; seq: number; len: number; ulen: number }
+  | { op: 'read'; seq: number; ids: string[]; lens: number[]; errors: (ReadFailure | null)[] }
+  | { op: 'sealedmany'; seq: number; lens: number[]; ulens: number[] }
   | { op: 'error'; seq: number; message: string };
 
 const port = parentPort;
@@ -41,6 +60,8 @@ const key: MasterKey = masterKeyFromData(data.key);
 const out = Buffer.from(data.out);
 /** Chunks hashed and not yet sealed or dropped (views of shared memory). */
 const chunks = new Map<number, Buffer>();
+/** Batches of small files read and hashed, not yet sealed or dropped: each file's content or undefined. */
+const batches = new Map<number, (Buffer | undefined)[]>();
 const contexts = new Map<number, CCtx>();
 
 function context(level: number): CCtx {
@@ -71,6 +92,153 @@ function reply(m: SealReply): void {
   port!.postMessage(m);
 }
 
+const OPEN_FLAGS = fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
+
+/**
+ * Opens a file to back it up: without following a symlink put in its place, without blocking on a
+ * FIFO put there, and without touching its access time where the kernel allows (O_NOATIME needs
+ * the file's owner or CAP_FOWNER: EPERM otherwise, and then it is opened without).
+ */
+function openSource(path: Uint8Array): number {
+  try {
+    return openSync(path as Buffer, OPEN_FLAGS | (fsc.O_NOATIME ?? 0));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM' || !fsc.O_NOATIME) throw err;
+    return openSync(path as Buffer, OPEN_FLAGS);
+  }
+}
+
+/**
+ * Reads one small file into `into` (room for its expected size and one byte more, to see growth),
+ * or into a buffer of its own when it grew. Returns its content, or undefined once it is MIN_SIZE
+ * bytes or more (such a file goes through the chunker on the main thread).
+ */
+function readSmall(path: Uint8Array, into: Buffer): Buffer | undefined {
+  const fd = openSource(path);
+  try {
+    if (!fstatSync(fd).isFile()) throw Object.assign(new Error('not a regular file any more'), { code: 'ENOTREG' });
+    let buf = into;
+    let got = 0;
+    for (;;) {
+      if (got === buf.length) {
+        if (got >= MIN_SIZE) return undefined;
+        const bigger = Buffer.allocUnsafe(Math.min(Math.max(buf.length * 2, 4096), MIN_SIZE));
+        buf.copy(bigger, 0, 0, got);
+        buf = bigger;
+      }
+      const n = readSync(fd, buf, got, buf.length - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    return got >= MIN_SIZE ? undefined : buf.subarray(0, got);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Room for a batch's contents: batches stay under 1 MiB plus one file under MIN_SIZE. */
+const SPACE = 2 * 1024 * 1024;
+/** Spaces of batches sealed or dropped, for the next ones (allocating one per batch made the
+ * thread's heap grow by tens of MB of freed-but-uncollected megabyte buffers). */
+const spaces: Buffer[] = [];
+/** The space each held batch uses, to give back once it is sealed or dropped. */
+const batchSpace = new Map<number, Buffer>();
+
+function forgetBatch(seq: number): void {
+  batches.delete(seq);
+  const sp = batchSpace.get(seq);
+  if (sp) {
+    batchSpace.delete(seq);
+    if (sp.length === SPACE && spaces.length < 4) spaces.push(sp);
+  }
+}
+
+/** Reads and hashes a batch of files (paths NUL-separated: no path holds a NUL byte). */
+function readBatch(seq: number, paths: Uint8Array, sizes: number[]): void {
+  let total = 0;
+  for (const s of sizes) total += Math.min(s, MIN_SIZE) + 1;
+  const space = total <= SPACE ? (spaces.pop() ?? Buffer.allocUnsafeSlow(SPACE)) : Buffer.allocUnsafeSlow(total);
+  batchSpace.set(seq, space);
+  const contents: (Buffer | undefined)[] = [];
+  const ids: string[] = [];
+  const lens: number[] = [];
+  const errors: (ReadFailure | null)[] = [];
+  let start = 0;
+  let at = 0;
+  for (let i = 0; i < sizes.length; i++) {
+    let end = paths.indexOf(0, start);
+    if (end < 0) end = paths.length;
+    const path = Buffer.from(paths.buffer, paths.byteOffset + start, end - start);
+    start = end + 1;
+    const room = Math.min(sizes[i], MIN_SIZE) + 1;
+    const slice = space.subarray(at, at + room);
+    at += room;
+    let content: Buffer | undefined;
+    try {
+      content = readSmall(path, slice);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      contents.push(undefined);
+      ids.push('');
+      lens.push(-1);
+      errors.push({ code: e.code, message: e.message });
+      continue;
+    }
+    contents.push(content);
+    errors.push(null);
+    if (!content) {
+      ids.push('');
+      lens.push(-1);
+    } else {
+      ids.push(content.length ? sha256hex(content) : '');
+      lens.push(content.length);
+    }
+  }
+  batches.set(seq, contents);
+  reply({ op: 'read', seq, ids, lens, errors });
+}
+
+/**
+ * Seals the batch's files marked in `keep`, back to back into the output ring at [outOff, outOff
+ * + room) (room: the sum of their sealRoom).
+ */
+function sealBatch(seq: number, keep: Uint8Array, level: number, asIs: boolean, outOff: number, room: number): void {
+  const contents = batches.get(seq);
+  if (!contents) throw new Error(`seal worker: no batch ${seq}`);
+  const lens: number[] = [];
+  const ulens: number[] = [];
+  let at = outOff;
+  const end = outOff + room;
+  for (let i = 0; i < contents.length; i++) {
+    if (!keep[i]) continue;
+    const c = contents[i]!;
+    const bound = sealRoom(c.length);
+    if (at + bound > end) throw new Error('seal worker: batch output room too small');
+    const dst = out.subarray(at, at + bound);
+    let len: number;
+    // (a backup in "auto" mode stores data that is compressed already as it is; "max" tries anyway)
+    if (level === 0 || c.length === 0 || (asIs && level === ZSTD_LEVEL && looksCompressed(c))) {
+      dst.set(c, IV_SIZE);
+      len = sealInPlace(key, dst, c.length);
+      ulens.push(0);
+    } else {
+      const n = context(level).compress2(dst.subarray(IV_SIZE, bound - OVERHEAD + IV_SIZE), c);
+      len = sealInPlace(key, dst, n);
+      ulens.push(c.length);
+    }
+    lens.push(len);
+    at += len;
+  }
+  forgetBatch(seq);
+  reply({ op: 'sealedmany', seq, lens, ulens });
+  collectYoung();
+}
+
+/** Room a sealed blob of `len` plaintext bytes may need: zstd's worst case plus IV and MAC. */
+function sealRoom(len: number): number {
+  return zstdBound(len) + OVERHEAD;
+}
+
 port.on('message', (m: SealRequest) => {
   try {
     switch (m.op) {
@@ -91,12 +259,22 @@ port.on('message', (m: SealRequest) => {
         collectYoung();
         break;
       }
+      case 'read':
+        readBatch(m.seq, m.paths, m.sizes);
+        break;
+      case 'sealmany':
+        sealBatch(m.seq, m.keep, m.level, m.asIs, m.outOff, m.room);
+        break;
       case 'drop':
         chunks.delete(m.seq);
+        forgetBatch(m.seq);
         break;
     }
   } catch (err) {
-    if (m.op !== 'drop') chunks.delete(m.seq);
+    if (m.op !== 'drop') {
+      chunks.delete(m.seq);
+      forgetBatch(m.seq);
+    }
     reply({ op: 'error', seq: m.seq, message: err instanceof Error ? err.message : String(err) });
   }
 });

@@ -139,3 +139,90 @@ test('a closed seal pool fails what is in flight instead of hanging', async () =
   await assert.rejects(pool.hashShared(ring.sab, 0, 100_000, () => released++), /closed/);
   assert.equal(released, 2);
 });
+
+test('a batch of small files: read and hashed in a worker, then only the kept ones sealed into the ring', async (t) => {
+  const { mkdtempSync, writeFileSync, mkdirSync, appendFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { execFileSync } = await import('node:child_process');
+  const { gzipSync } = await import('node:zlib');
+  const dir = mkdtempSync(join(tmpdir(), 'dmctl-batch-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const key = newMasterKey();
+  const pool = SealPool.create(key, 1)!;
+  t.after(() => pool.close());
+
+  const text = Buffer.from('a line of text that zstd will shrink\n'.repeat(3000));
+  const random = crypto.randomBytes(200_000);
+  const gz = gzipSync(crypto.randomBytes(50_000));
+  // A name that is not UTF-8 and holds a newline: paths travel as bytes.
+  const oddName = Buffer.concat([Buffer.from(dir + '/odd\n'), Buffer.from([0xff, 0xfe]), Buffer.from('.bin')]);
+  writeFileSync(join(dir, 'text'), text);
+  writeFileSync(join(dir, 'random'), random);
+  writeFileSync(join(dir, 'empty'), '');
+  writeFileSync(join(dir, 'gz'), gz);
+  writeFileSync(oddName, random);
+  writeFileSync(join(dir, 'grew'), 'x'.repeat(10));
+  writeFileSync(join(dir, 'grew-big'), 'y'.repeat(100));
+  mkdirSync(join(dir, 'a-dir'));
+  execFileSync('mkfifo', [join(dir, 'fifo')]);
+  // The walk saw these sizes; the files have grown since (one to MIN_SIZE: it needs the chunker).
+  appendFileSync(join(dir, 'grew'), 'more bytes');
+  appendFileSync(join(dir, 'grew-big'), Buffer.alloc(MIN_SIZE));
+  const files: [Buffer, number][] = [
+    [Buffer.from(join(dir, 'text')), text.length],
+    [Buffer.from(join(dir, 'random')), random.length],
+    [Buffer.from(join(dir, 'empty')), 0],
+    [Buffer.from(join(dir, 'gz')), gz.length],
+    [Buffer.from(join(dir, 'missing')), 10],
+    [Buffer.from(join(dir, 'fifo')), 0],
+    [Buffer.from(join(dir, 'a-dir')), 0],
+    [oddName, random.length],
+    [Buffer.from(join(dir, 'grew')), 10],
+    [Buffer.from(join(dir, 'grew-big')), 100],
+  ];
+  const batch = await pool.readFiles(files.map((f) => f[0]), files.map((f) => f[1]));
+  const want = [text, random, Buffer.alloc(0), gz, undefined, undefined, undefined, random, Buffer.from('x'.repeat(10) + 'more bytes'), undefined];
+  for (let i = 0; i < files.length; i++) {
+    const w = want[i];
+    if (w) {
+      assert.equal(batch.lens[i], w.length, `length of file ${i}`);
+      assert.equal(batch.ids[i], w.length ? sha256hex(w) : '', `ID of file ${i}`);
+      assert.equal(batch.errors[i], null);
+    } else assert.equal(batch.lens[i], -1, `file ${i} is not read`);
+  }
+  assert.equal(batch.errors[4]?.code, 'ENOENT');
+  assert.match(batch.errors[5]?.message ?? '', /not a regular file/, 'a FIFO is refused, not waited on');
+  assert.ok(batch.errors[6], 'a directory is refused');
+  assert.equal(batch.errors[9], null, 'grown to MIN_SIZE: no error, the chunker takes it');
+  assert.ok(pool.heldBytes > 0, 'the worker holds the contents until sealed');
+
+  // Keep text, gz, the odd-named copy of random and the grown file; random itself counts as known.
+  const keep = new Uint8Array(files.length);
+  for (const i of [0, 3, 7, 8]) keep[i] = 1;
+  const sealed = await batch.seal(keep, ZSTD_LEVEL, true);
+  assert.equal(pool.heldBytes, 0);
+  assert.equal(sealed.lens.length, 4);
+  let at = 0;
+  for (const [k, i] of [0, 3, 7, 8].entries()) {
+    const blob = sealed.buf.subarray(at, at + sealed.lens[k]);
+    at += sealed.lens[k];
+    const plain = open(key, blob);
+    const content = sealed.ulens[k] ? await decompress(plain) : plain;
+    assert.ok(content.equals(want[i]!), `sealed file ${i} opens to its content`);
+  }
+  assert.equal(at, sealed.buf.length, 'the blobs lie back to back');
+  assert.equal(sealed.ulens[0], text.length, 'text is compressed');
+  assert.ok(sealed.lens[0] < text.length / 10);
+  assert.equal(sealed.ulens[1], 0, 'gzip data is stored as it is (asIs)');
+  sealed.written();
+
+  // Without asIs the gzip data is compressed too; a dropped batch is forgotten.
+  const again = await pool.readFiles([files[3][0]], [gz.length]);
+  const s2 = await again.seal(Uint8Array.of(1), ZSTD_LEVEL, false);
+  assert.equal(s2.ulens[0], gz.length);
+  s2.written();
+  const dropped = await pool.readFiles([files[0][0]], [text.length]);
+  dropped.drop();
+  assert.equal(pool.heldBytes, 0);
+});

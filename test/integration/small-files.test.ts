@@ -1,0 +1,84 @@
+// Small files (under the chunker's MIN_SIZE, one blob each) are read, hashed, compressed and
+// encrypted in the seal workers, in batches (archiver/small-files.ts). This drives the CLI as an
+// ordinary user over a tree of many small files owned by root: contents repeated across files and
+// batches must be stored once, empty files need no blob, files that user cannot read are left out
+// with a warning and exit code 3, files owned by others are read at all (O_NOATIME is refused for
+// them), and the real restic must find the repository sound and restore every other file.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { promises as fsp, mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { run, DMCTL_BIN, RESTIC_BIN } from '../support/run.js';
+import { fileDigests } from '../support/fixtures.js';
+import { MIN_SIZE } from '../../src/chunker/chunker.js';
+
+const work = mkdtempSync(path.join(os.tmpdir(), 'dmctl-small-'));
+after(() => fsp.rm(work, { recursive: true, force: true }));
+
+/** Runs dmctl as nobody. */
+function asNobody(args: string[], env: Record<string, string>) {
+  return run('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, DMCTL_BIN, ...args], { env });
+}
+
+test('a tree of small files backed up as another user: duplicates stored once, unreadable files left out (exit 3), restic checks and restores the rest', async () => {
+  await fsp.chmod(work, 0o755);
+  const src = path.join(work, 'src');
+  const repo = path.join(work, 'repo');
+  const home = path.join(work, 'home');
+  await fsp.mkdir(home, { mode: 0o777 });
+  await fsp.chmod(home, 0o777);
+  // Contents: text that compresses, random bytes, sizes from empty to just under MIN_SIZE.
+  const contents: Buffer[] = [Buffer.alloc(0)];
+  for (let i = 1; i < 150; i++) {
+    const size = i % 10 === 0 ? MIN_SIZE - 1 - i : Math.floor(Math.random() * (i % 3 ? 4096 : 150_000));
+    contents.push(i % 2 ? crypto.randomBytes(size) : Buffer.from(`line ${i} of some text\n`.repeat(size / 20 + 1)).subarray(0, size));
+  }
+  const used = new Set<number>();
+  let files = 0;
+  for (let d = 0; d < 30; d++) {
+    const dir = path.join(src, `d${d}`, d % 3 ? `sub${d}` : '');
+    await fsp.mkdir(dir, { recursive: true });
+    for (let f = 0; f < 40; f++) {
+      const which = Math.floor(Math.random() * contents.length);
+      used.add(which);
+      await fsp.writeFile(path.join(dir, `f${f}`), contents[which], { mode: 0o644 });
+      files++;
+    }
+  }
+  // Two files nobody may read: one small (a batch's) and one that is chunked on the main thread.
+  const secretSmall = path.join(src, 'd1', 'secret-small');
+  const secretBig = path.join(src, 'd2', 'secret-big');
+  await fsp.writeFile(secretSmall, crypto.randomBytes(1000), { mode: 0o600 });
+  await fsp.writeFile(secretBig, crypto.randomBytes(MIN_SIZE * 3), { mode: 0o600 });
+  for (const p of [secretSmall, secretBig]) await fsp.chmod(p, 0o000);
+  await fsp.mkdir(repo, { mode: 0o777 });
+  await fsp.chmod(repo, 0o777);
+
+  const env = { DM_PASSWORD: 'small-pw', HOME: home, XDG_CONFIG_HOME: path.join(home, '.config'), XDG_CACHE_HOME: path.join(home, '.cache') };
+  const init = await asNobody(['repo', 'init', '-r', path.join(repo, 'r')], env);
+  assert.equal(init.code, 0, init.stderr);
+  const b = await asNobody(['backup', '-r', path.join(repo, 'r'), src, '--json'], env);
+  assert.equal(b.code, 3, `exit code 3 for unreadable files: ${b.stderr}`);
+  const summary = JSON.parse(b.stdout.toString());
+  assert.deepEqual(summary.errors.map((e: { path: string }) => e.path).sort(), [secretBig, secretSmall].sort());
+  for (const e of summary.errors) assert.match(e.message, /permission denied/);
+  assert.match(b.stderr, /secret-small/);
+  assert.equal(summary.totalFilesProcessed, files, 'every readable file is in the snapshot');
+  const distinct = [...used].filter((i) => contents[i].length > 0);
+  assert.equal(summary.dataBlobs, distinct.length, 'one blob per distinct non-empty content');
+  // (data added counts the trees too: well under a KiB per entry)
+  const contentBytes = distinct.reduce((n, i) => n + contents[i].length, 0);
+  assert.ok(summary.dataAdded >= contentBytes && summary.dataAdded < contentBytes + 1024 * (files + 100), `${summary.dataAdded} bytes added for ${contentBytes} of contents`);
+
+  const check = await run(RESTIC_BIN, ['-r', path.join(repo, 'r'), 'check', '--read-data', '--no-cache'], { env: { RESTIC_PASSWORD: 'small-pw' } });
+  assert.equal(check.code, 0, check.stderr + check.stdout.toString());
+  const out = path.join(work, 'out');
+  const restore = await run(RESTIC_BIN, ['-r', path.join(repo, 'r'), 'restore', 'latest', '--target', out, '--no-cache'], { env: { RESTIC_PASSWORD: 'small-pw' } });
+  assert.equal(restore.code, 0, restore.stderr);
+  const want = await fileDigests(src);
+  delete want['d1/secret-small'];
+  delete want['d2/secret-big'];
+  assert.deepEqual(await fileDigests(path.join(out, src)), want);
+});
