@@ -350,14 +350,17 @@ export class RestServer {
       if (rawPath === '/healthz') return send(200, 'ok\n');
       if (rawPath === '/readyz') return this.ready ? send(200, 'ready\n') : send(503, 'not ready\n');
       // The idle timeout is for a client that stops talking, not for our own work: a password's
-      // first check (scrypt on the thread pool) can outlast a short idle timeout on a busy machine.
+      // first check (scrypt on the thread pool) or creating a repository's directories can outlast
+      // a short idle timeout on a busy machine. It runs again while a body is read or a file sent
+      // (the client's turn), and once the response is out (between requests).
       const sock = req.socket;
       sock.setTimeout(0);
-      try {
-        user = await this.authenticate(req);
-      } finally {
+      const clientsTurn = () => {
         if (!sock.destroyed) sock.setTimeout(this.server.timeout);
-      }
+      };
+      res.once('close', clientsTurn);
+      res.once('finish', clientsTurn);
+      user = await this.authenticate(req);
       if (rawPath === '/metrics') {
         label = 'metrics';
         if (method !== 'GET') throw new HttpError(405, 'method not allowed', { Allow: 'GET' });
@@ -404,9 +407,11 @@ export class RestServer {
               return;
             }
             case 'GET':
+              clientsTurn();
               return await this.serveFile(req, res, be, type, name, (n) => (bytesOut += n));
             case 'POST': {
               if (user.role === 'read') throw new HttpError(403, 'forbidden');
+              clientsTurn();
               bytesIn = await this.receiveFile(req, be, type, name);
               return send(200);
             }
