@@ -135,14 +135,7 @@ export class SealPool {
   async hashShared(buf: SharedArrayBuffer, off: number, len: number, done: () => void): Promise<HashedChunk> {
     const slot = this.pick();
     const seq = this.seq++;
-    slot.bytes += len;
-    let held = true;
-    const release = () => {
-      if (!held) return;
-      held = false;
-      slot.bytes -= len;
-      done();
-    };
+    const release = this.holdOn(slot, len, done);
     let m: SealReply;
     try {
       m = await this.request(slot, { op: 'hash', seq, buf, off, len });
@@ -153,26 +146,51 @@ export class SealPool {
     return {
       id: (m as { id: string }).id,
       seal: async (level: number) => {
-        let outOff = -1;
-        try {
-          const room = sealBound(len);
-          outOff = await this.out.take(room);
-          const r = (await this.request(slot, { op: 'seal', seq, level, outOff, room })) as { len: number; ulen: number };
-          const at = outOff;
-          return { sealed: this.out.bytes.subarray(at, at + r.len), ulen: r.ulen, written: () => this.out.release(at) };
-        } catch (err) {
-          if (outOff >= 0) this.out.release(outOff);
-          throw err;
-        } finally {
-          release();
-        }
+        const room = sealBound(len);
+        const { at, reply } = await this.sealIntoRing<{ len: number; ulen: number }>(slot, room, (outOff) => ({ op: 'seal', seq, level, outOff, room }), release);
+        return { sealed: this.out.bytes.subarray(at, at + reply.len), ulen: reply.ulen, written: () => this.out.release(at) };
       },
-      drop: () => {
-        // The worker handles messages in order: once it reads this, it no longer reads the chunk,
-        // and nothing sent after it can be overtaken by an earlier read.
-        if (!this.broken) slot.worker.postMessage({ op: 'drop', seq } satisfies SealRequest);
-        release();
-      },
+      drop: this.dropper(slot, seq, release),
+    };
+  }
+
+  /** Counts `bytes` as held by `slot`'s worker until the returned function is called (once; it then calls `done`). */
+  private holdOn(slot: Slot, bytes: number, done?: () => void): () => void {
+    slot.bytes += bytes;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      slot.bytes -= bytes;
+      done?.();
+    };
+  }
+
+  /**
+   * Takes `room` bytes of the output ring and has the worker seal into them (`ask` builds the
+   * request for the region's offset); the region goes back on failure, the worker's hold in any case.
+   */
+  private async sealIntoRing<R>(slot: Slot, room: number, ask: (outOff: number) => SealRequest, release: () => void): Promise<{ at: number; reply: R }> {
+    let outOff = -1;
+    try {
+      outOff = await this.out.take(room);
+      const reply = (await this.request(slot, ask(outOff))) as R;
+      return { at: outOff, reply };
+    } catch (err) {
+      if (outOff >= 0) this.out.release(outOff);
+      throw err;
+    } finally {
+      release();
+    }
+  }
+
+  /** Forgets what the worker holds under `seq` (a duplicate, or nothing to store). */
+  private dropper(slot: Slot, seq: number, release: () => void): () => void {
+    return () => {
+      // The worker handles messages in order: once it reads this, it no longer reads the data,
+      // and nothing sent after it can be overtaken by an earlier read.
+      if (!this.broken) slot.worker.postMessage({ op: 'drop', seq } satisfies SealRequest);
+      release();
     };
   }
 
@@ -196,15 +214,7 @@ export class SealPool {
   async readFiles(paths: Buffer[], sizes: number[]): Promise<FileBatch> {
     const slot = this.pick();
     const seq = this.seq++;
-    let bytes = 0;
-    for (const n of sizes) bytes += n;
-    slot.bytes += bytes;
-    let held = true;
-    const release = () => {
-      if (!held) return;
-      held = false;
-      slot.bytes -= bytes;
-    };
+    const release = this.holdOn(slot, sizes.reduce((n, s) => n + s, 0));
     const joined = Buffer.allocUnsafe(paths.reduce((n, p) => n + p.length + 1, 0));
     let at = 0;
     for (const p of paths) {
@@ -224,27 +234,13 @@ export class SealPool {
       lens: r.lens,
       errors: r.errors,
       seal: async (keep, level, asIs) => {
-        let outOff = -1;
-        try {
-          let room = 0;
-          for (let i = 0; i < keep.length; i++) if (keep[i]) room += sealBound(r.lens[i]);
-          outOff = await this.out.take(room);
-          const s = (await this.request(slot, { op: 'sealmany', seq, keep, level, asIs, outOff, room })) as Extract<SealReply, { op: 'sealedmany' }>;
-          let len = 0;
-          for (const n of s.lens) len += n;
-          const at = outOff;
-          return { buf: this.out.bytes.subarray(at, at + len), lens: s.lens, ulens: s.ulens, written: () => this.out.release(at) };
-        } catch (err) {
-          if (outOff >= 0) this.out.release(outOff);
-          throw err;
-        } finally {
-          release();
-        }
+        let room = 0;
+        for (let i = 0; i < keep.length; i++) if (keep[i]) room += sealBound(r.lens[i]);
+        const { at, reply } = await this.sealIntoRing<Extract<SealReply, { op: 'sealedmany' }>>(slot, room, (outOff) => ({ op: 'sealmany', seq, keep, level, asIs, outOff, room }), release);
+        const len = reply.lens.reduce((n, l) => n + l, 0);
+        return { buf: this.out.bytes.subarray(at, at + len), lens: reply.lens, ulens: reply.ulens, written: () => this.out.release(at) };
       },
-      drop: () => {
-        if (!this.broken) slot.worker.postMessage({ op: 'drop', seq } satisfies SealRequest);
-        release();
-      },
+      drop: this.dropper(slot, seq, release),
     };
   }
 
