@@ -4,7 +4,7 @@ import crypto from 'node:crypto';
 import os from 'node:os';
 import { IntegrityError } from '../core/errors.js';
 import { Backend } from '../storage/backend.js';
-import { MasterKey, OVERHEAD, open, seal } from './crypto.js';
+import { MasterKey, OVERHEAD, open, seal, sha256hex } from './crypto.js';
 
 export type BlobType = 'data' | 'tree';
 
@@ -75,35 +75,47 @@ export function decodeHeader(h: Buffer, what: string): PackedBlob[] {
   return out;
 }
 
-/** Accumulates encrypted blobs of one type into a pack, hashing as it goes. */
+/**
+ * Accumulates encrypted blobs of one type into a pack in memory. Each blob is copied once, into one
+ * buffer that becomes the pack (before: a copy per borrowed blob, then a concatenation of all of
+ * them, and the pack's SHA-256 computed blob by blob on the main thread).
+ */
 export class PackBuilder {
   readonly type: BlobType;
   readonly blobs: PackedBlob[] = [];
-  private parts: Buffer[] = [];
-  private hash = crypto.createHash('sha256');
+  private buf: Buffer;
   size = 0;
 
-  constructor(type: BlobType) {
+  /**
+   * `capacity`: room for the largest pack expected: the target size plus the largest blob, which
+   * may come just before the target is reached (pages never written to cost no memory).
+   */
+  constructor(type: BlobType, capacity = 25 * 1024 * 1024) {
     this.type = type;
+    this.buf = Buffer.allocUnsafeSlow(capacity);
   }
 
   get count(): number {
     return this.blobs.length;
   }
 
-  /** `written`, if given, says `sealed` is borrowed memory: it is copied and `written` called at once. */
+  /** Copies `sealed` in; `written`, if given, is called at once (the memory is free to reuse). */
   add(id: string, sealed: Buffer, uncompressedLength: number, written?: () => void): PackedBlob {
-    if (written) {
-      sealed = Buffer.from(sealed);
-      written();
-    }
+    this.room(sealed.length);
+    sealed.copy(this.buf, this.size);
+    written?.();
     const b: PackedBlob = { type: this.type, id, offset: this.size, length: sealed.length, uncompressedLength };
     this.blobs.push(b);
     this.header += entrySize(b);
-    this.parts.push(sealed);
-    this.hash.update(sealed);
     this.size += sealed.length;
     return b;
+  }
+
+  private room(n: number): void {
+    if (this.size + n <= this.buf.length) return;
+    const bigger = Buffer.allocUnsafeSlow(Math.max(this.buf.length * 2, this.size + n));
+    this.buf.copy(bigger, 0, 0, this.size);
+    this.buf = bigger;
   }
 
   /** Header size once finished (for the "close when ≥ target" decision), kept as blobs are added. */
@@ -112,16 +124,22 @@ export class PackBuilder {
     return this.header;
   }
 
-  finish(key: MasterKey): { id: string; data: Buffer; blobs: PackedBlob[] } {
+  /** Appends the encrypted header and its length: the pack's bytes. */
+  private close(key: MasterKey): Buffer {
     const header = seal(key, encodeHeader(this.blobs));
-    const len = Buffer.allocUnsafe(4);
-    len.writeUInt32LE(header.length, 0);
-    this.hash.update(header);
-    this.hash.update(len);
-    this.parts.push(header, len);
-    const data = Buffer.concat(this.parts, this.size + header.length + 4);
-    this.parts = [];
-    return { id: this.hash.digest('hex'), data, blobs: this.blobs };
+    this.room(header.length + 4);
+    header.copy(this.buf, this.size);
+    this.buf.writeUInt32LE(header.length, this.size + header.length);
+    return this.buf.subarray(0, this.size + header.length + 4);
+  }
+
+  /**
+   * The finished pack and its ID. The SHA-256 runs here: on the thread pool (WebCrypto) the 16 MiB
+   * copy it makes of its input cost the main thread more than hashing (SHA extensions) does.
+   */
+  finish(key: MasterKey): { id: string; data: Buffer; blobs: PackedBlob[] } {
+    const data = this.close(key);
+    return { id: sha256hex(data), data, blobs: this.blobs };
   }
 }
 

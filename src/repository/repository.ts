@@ -7,6 +7,7 @@ import { collectGarbage, collectYoung } from '../core/gc.js';
 import { ProgressFn, noProgress } from '../core/progress.js';
 import { Backend, FileType, hasConfig, listAll, spoolingOf, SpoolingBackend } from '../storage/backend.js';
 import { randomPolynomial } from '../chunker/polynomial.js';
+import { MAX_SIZE } from '../chunker/chunker.js';
 import { MasterKey, newMasterKey, openAsync, sealAsync, sha256hexAsync } from './crypto.js';
 import { compress, decompress, looksCompressed, ZSTD_LEVEL, ZSTD_LEVEL_MAX } from './compression.js';
 import { RepoConfig, newConfig, openConfig, saveConfig } from './config-file.js';
@@ -453,7 +454,7 @@ export class BlobWriter {
           } catch (err) {
             throw this.spool.spoolError(err);
           }
-        } else p = new PackBuilder(type);
+        } else p = new PackBuilder(type, this.packSize + MAX_SIZE + 1024 * 1024);
         this.packers[type] = p;
         return p;
       })();
@@ -631,7 +632,7 @@ export class BlobWriter {
         ({ id, blobs } = done);
         await this.gate;
         await this.repo.backend.save('data', id, done.data);
-        // A tree pack just stored is cached as it is (its name is its hash, computed while writing).
+        // A tree pack just stored is cached as it is (its name is its hash).
         if (p.type === 'tree') await this.repo.cache?.put('data', id, done.data);
       }
       this.repo.index.addPack(id, blobs);
