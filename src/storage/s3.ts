@@ -23,7 +23,7 @@ import {
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { AwsCredentialIdentityProvider } from '@smithy/types';
 import { StorageError } from '../core/errors.js';
-import { Backend, FileInfo, FileType } from './backend.js';
+import { Backend, FileInfo, FileType, ID_RE } from './backend.js';
 import { readBody } from './body.js';
 import { ListPage, RequestContext, describeNetworkError, httpStatusOf, storageError, validName } from './retry.js';
 import type { S3Location } from './url.js';
@@ -257,10 +257,19 @@ export class S3Backend implements Backend {
     const body = Buffer.from(data.buffer, data.byteOffset, data.length);
     if (this.conditionalPut === false) await this.refuseIfExists(Key, op, ctx);
     try {
-      await this.client.send(
-        new PutObjectCommand({ Bucket: this.bucket, Key, Body: body, ContentLength: body.length, ...(this.conditionalPut === false ? {} : { IfNoneMatch: '*' }) }),
-        { abortSignal: ctx?.signal },
-      );
+      const put = new PutObjectCommand({ Bucket: this.bucket, Key, Body: body, ContentLength: body.length, ...(this.conditionalPut === false ? {} : { IfNoneMatch: '*' }) });
+      // A pack's name is the SHA-256 of its bytes: given to the signer, it does not hash the body
+      // again (16 MiB per pack on the main thread), and the server still checks it against the body.
+      if (type === 'data' && ID_RE.test(name)) {
+        put.middlewareStack.add(
+          (next) => (args) => {
+            (args.request as { headers: Record<string, string> }).headers['x-amz-content-sha256'] = name;
+            return next(args);
+          },
+          { step: 'build', name: 'dmctlKnownPayloadHash' },
+        );
+      }
+      await this.client.send(put, { abortSignal: ctx?.signal });
       if (this.conditionalPut === undefined) this.conditionalPut = true;
     } catch (err) {
       if (this.conditionalPut === undefined && conditionalUnsupported(err)) {

@@ -123,6 +123,17 @@ for (const t of targets) {
       await rejectsKind(be.load('data', name, 99_000, 5000), 'other');
     });
 
+    if (t.name.startsWith('s3')) {
+      it('a pack is signed with its name as the payload hash: bytes that do not match it are refused and not stored', async () => {
+        const { name, data } = blob(50_000);
+        await be.save('data', name, data);
+        assert.ok((await be.load('data', name)).equals(data));
+        const wrong = sha(Buffer.from('some other bytes'));
+        await assert.rejects(be.save('data', wrong, data), (err: unknown) => err instanceof StorageError && /HTTP 400/.test(err.message));
+        await rejectsKind(be.stat('data', wrong), 'not-found');
+      });
+    }
+
     it('stores config under its fixed name', async () => {
       const data = crypto.randomBytes(300);
       await be.save('config', 'config', data);
