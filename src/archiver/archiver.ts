@@ -134,7 +134,7 @@ export class Archiver {
     private readonly repo: Repository,
     private readonly opts: BackupOptions,
   ) {
-    this.writer = repo.newWriter({ compression: opts.compression, gate: opts.gate, storeCompressedAsIs: true });
+    this.writer = repo.newWriter({ compression: opts.compression, gate: opts.gate, storeCompressedAsIs: true, discard: opts.dryRun });
     this.fileSem = new Semaphore(opts.fileConcurrency ?? 16);
     this.progress = opts.progress ?? noProgress;
     this.excludes = opts.excludes ?? [];

@@ -9,7 +9,7 @@ import type { BackupSummary } from '../archiver/archiver.js';
 import { UsageError } from '../core/errors.js';
 import { backupOutputValue, backupSummaryLines } from '../ui/summary.js';
 import { backupFlags, splitTags } from './backup.js';
-import { kubeRequested, runInCluster, podFlags } from '../kube/cli.js';
+import { kubeRequested, runInCluster, podFlags, refuseKubeOnlyFlags } from '../kube/cli.js';
 
 export default class BackupStream extends DmctlCommand {
   static override summary = 'Back up a stream (stdin, or the output of a command) as one file.';
@@ -32,6 +32,7 @@ Memory stays flat however large the stream.`;
   async run(): Promise<BackupSummary> {
     if (kubeRequested(this.argv)) return runInCluster(this, 'backup-stream') as Promise<never>;
     const { argv, flags } = await this.parse(BackupStream);
+    refuseKubeOnlyFlags(BackupStream.flags, flags);
     const sep = this.argv.indexOf('--');
     const command = sep >= 0 ? this.argv.slice(sep + 1) : (argv as string[]);
     if (sep < 0 && command.length) throw new UsageError(`unexpected argument ${command[0]}`, 'put the command after `--`: dmctl backup-stream --name NAME -- CMD ARGS...');

@@ -5,7 +5,7 @@ import { openRepositoryFromSettings } from '../config/open-repo.js';
 import { backup, BackupSummary } from '../archiver/archiver.js';
 import { EXIT_CODES, UsageError } from '../core/errors.js';
 import { backupOutputValue, backupSummaryLines } from '../ui/summary.js';
-import { kubeRequested, runInCluster, podFlags } from '../kube/cli.js';
+import { kubeRequested, runInCluster, podFlags, refuseKubeOnlyFlags } from '../kube/cli.js';
 
 export const backupFlags = {
   tag: Flags.string({ summary: 'Tag the snapshot (repeatable; "a,b" adds both).', multiple: true, helpValue: 'TAG' }),
@@ -26,6 +26,7 @@ Exit code 3 means the snapshot was written but some files could not be read (the
   static override examples = [
     { description: 'Back up a directory:', command: '<%= config.bin %> <%= command.id %> /var/lib/data' },
     { description: 'Tag it and skip caches:', command: "<%= config.bin %> <%= command.id %> /home --tag nightly --exclude '*.cache' --exclude /home/*/Downloads" },
+    { description: 'See what a backup would add, writing nothing:', command: '<%= config.bin %> <%= command.id %> /var/lib/data --dry-run' },
     { description: 'In a Kanister phase, print the snapshot id as a phase output:', command: '<%= config.bin %> <%= command.id %> /mnt/vol_data --output-name backupInfo' },
   ];
   static override strict = false;
@@ -40,11 +41,13 @@ Exit code 3 means the snapshot was written but some files could not be read (the
     force: Flags.boolean({ summary: 'Read every file again, ignoring the parent snapshot.' }),
     'with-atime': Flags.boolean({ summary: 'Store access times (by default atime = mtime, as restic).' }),
     'ignore-inode': Flags.boolean({ summary: 'Ignore inode and ctime changes when detecting unchanged files.' }),
+    'dry-run': Flags.boolean({ summary: 'Read, deduplicate and count everything, write nothing: what would be added (with --kube: print the objects instead of creating them).' }),
   };
 
   async run(): Promise<BackupSummary> {
     if (kubeRequested(this.argv)) return runInCluster(this, 'backup') as Promise<never>;
     const { argv, flags } = await this.parse(Backup);
+    refuseKubeOnlyFlags(Backup.flags, flags);
     const paths = argv as string[];
     const excludes = [...(flags.exclude ?? [])];
     for (const f of flags['exclude-file'] ?? []) {
@@ -74,6 +77,7 @@ Exit code 3 means the snapshot was written but some files could not be read (the
         progress: this.progress('backup'),
         retryLockMs: settings.retryLockMs,
         signal: this.abortSignal,
+        dryRun: flags['dry-run'],
       });
       this.finish(summary, flags['output-name']);
       return summary;

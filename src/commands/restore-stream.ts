@@ -4,7 +4,7 @@ import { openRepositoryFromSettings } from '../config/open-repo.js';
 import { dumpFile, DumpSummary } from '../restorer/dump.js';
 import { UsageError } from '../core/errors.js';
 import { filterFrom, snapshotFilterFlags } from './restore.js';
-import { kubeRequested, runInCluster, podFlags } from '../kube/cli.js';
+import { kubeRequested, runInCluster, podFlags, refuseKubeOnlyFlags } from '../kube/cli.js';
 
 export default class RestoreStream extends DmctlCommand {
   static override summary = 'Write one file of a snapshot to stdout (the reverse of backup-stream).';
@@ -26,6 +26,7 @@ export default class RestoreStream extends DmctlCommand {
   async run(): Promise<DumpSummary> {
     if (kubeRequested(this.argv)) return runInCluster(this, 'restore-stream') as Promise<never>;
     const { args, flags } = await this.parse(RestoreStream);
+    refuseKubeOnlyFlags(RestoreStream.flags, flags);
     if (process.stdout.isTTY) throw new UsageError('stdout is a terminal', 'redirect the output: dmctl restore-stream latest > file');
     const settings = await this.settings();
     const repo = await openRepositoryFromSettings(settings);

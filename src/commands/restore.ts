@@ -5,7 +5,7 @@ import { restore, RestoreSummary } from '../restorer/restorer.js';
 import { parseTagLists } from '../repository/snapshots.js';
 import { DmctlError, EXIT_CODES } from '../core/errors.js';
 import { formatBytes, formatClock } from '../ui/format.js';
-import { kubeRequested, runInCluster, podFlags } from '../kube/cli.js';
+import { kubeRequested, runInCluster, podFlags, refuseKubeOnlyFlags } from '../kube/cli.js';
 
 export const snapshotFilterFlags = {
   host: Flags.string({ char: 'H', summary: 'Only snapshots of this host (repeatable).', multiple: true, helpValue: 'NAME' }),
@@ -39,6 +39,7 @@ export default class Restore extends DmctlCommand {
   async run(): Promise<RestoreSummary> {
     if (kubeRequested(this.argv)) return runInCluster(this, 'restore') as Promise<never>;
     const { args, flags } = await this.parse(Restore);
+    refuseKubeOnlyFlags(Restore.flags, flags);
     const settings = await this.settings();
     const repo = await openRepositoryFromSettings(settings);
     let summary: RestoreSummary;

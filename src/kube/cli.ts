@@ -3,6 +3,7 @@
 // manifests, pod handling) lives in cluster-run.ts and is imported only then: ordinary commands must
 // not pay for loading @kubernetes/client-node.
 import { Flags, type Command } from '@oclif/core';
+import { UsageError } from '../core/errors.js';
 import { DEFAULT_IMAGE } from './constants.js';
 import { RESULT_MARKER } from './pods.js';
 
@@ -86,6 +87,21 @@ export type KubeOp =
   | 'check';
 
 /** True when argv asks for cluster mode (`--kube` before any `--`). */
+/**
+ * Without --kube, a flag that only means something with it would be ignored: refused instead (a
+ * `--pvc` or `--namespace` given by mistake must not quietly act on the local machine). `defined`
+ * is the command's flag table: a flag the command defines for itself is not checked; `except`
+ * names pod flags it also honours locally.
+ */
+export function refuseKubeOnlyFlags(defined: Record<string, unknown>, flags: Record<string, unknown>, except: string[] = []): void {
+  for (const [name, def] of Object.entries(podFlags)) {
+    if (name === 'kube' || except.includes(name) || defined[name] !== def) continue;
+    const v = flags[name];
+    if (v === undefined || v === false || (Array.isArray(v) && v.length === 0)) continue;
+    throw new UsageError(`--${name} applies only with --kube`, 'add --kube to run it in the cluster, or leave the flag out');
+  }
+}
+
 export function kubeRequested(argv: string[]): boolean {
   const sep = argv.indexOf('--');
   return (sep < 0 ? argv : argv.slice(0, sep)).includes('--kube');

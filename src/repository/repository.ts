@@ -381,6 +381,11 @@ export interface WriterOptions {
    * otherwise rewrite the same packs on every run).
    */
   storeCompressedAsIs?: boolean;
+  /**
+   * A dry run: packs are built, sealed and counted as usual but never stored, and no index is
+   * written (`backup --dry-run`: what would be added, with nothing written).
+   */
+  discard?: boolean;
 }
 
 export interface WriterStats {
@@ -417,6 +422,7 @@ export class BlobWriter {
   private readonly ignoreIndex: boolean;
   private readonly gate: Promise<void>;
   private readonly asIs: boolean;
+  private readonly discard: boolean;
 
   constructor(
     private readonly repo: Repository,
@@ -429,6 +435,7 @@ export class BlobWriter {
     this.compression = repo.version === 1 ? 'off' : (opts.compression ?? 'auto');
     this.ignoreIndex = opts.ignoreIndex ?? false;
     this.asIs = opts.storeCompressedAsIs ?? false;
+    this.discard = opts.discard ?? false;
     this.gate = opts.gate ?? Promise.resolve();
     this.gate.catch(() => {}); // surfaces through store(), the index write and flush()
     // Temp packs of writers that were killed: reclaim their space (best effort, in the background).
@@ -620,8 +627,11 @@ export class BlobWriter {
         try {
           const done = await p.finish(this.repo.key);
           ({ id, blobs } = done);
-          await this.gate;
-          await this.spool!.adoptFile('data', id, done.path);
+          if (this.discard) await p.abort();
+          else {
+            await this.gate;
+            await this.spool!.adoptFile('data', id, done.path);
+          }
         } catch (err) {
           // A full disk, most likely: the temp pack must not stay behind to hold the space.
           await p.abort();
@@ -630,10 +640,12 @@ export class BlobWriter {
       } else {
         const done = p.finish(this.repo.key);
         ({ id, blobs } = done);
-        await this.gate;
-        await this.repo.backend.save('data', id, done.data);
-        // A tree pack just stored is cached as it is (its name is its hash).
-        if (p.type === 'tree') await this.repo.cache?.put('data', id, done.data);
+        if (!this.discard) {
+          await this.gate;
+          await this.repo.backend.save('data', id, done.data);
+          // A tree pack just stored is cached as it is (its name is its hash).
+          if (p.type === 'tree') await this.repo.cache?.put('data', id, done.data);
+        }
       }
       this.repo.index.addPack(id, blobs);
       if (!this.ignoreIndex) for (const b of blobs) this.pending[b.type].delete(b.id);
@@ -718,7 +730,7 @@ export class BlobWriter {
     const packs = this.unindexed;
     this.unindexed = [];
     this.unindexedBlobs = 0;
-    if (!packs.length) return;
+    if (!packs.length || this.discard) return;
     this.indexWrite = this.indexWrite.then(async () => {
       await this.gate;
       const id = await this.repo.saveUnpacked('index', encodeIndex({ packs }));

@@ -10,7 +10,8 @@ export function backupSummaryLines(s: BackupSummary): string[] {
   if (s.dirsNew + s.dirsChanged + s.dirsUnmodified > 0) {
     lines.push(`Dirs:         ${pad(s.dirsNew)} new, ${pad(s.dirsChanged)} changed, ${pad(s.dirsUnmodified)} unmodified`);
   }
-  lines.push(`Added to the repo: ${formatBytes(s.dataAdded)} (${formatBytes(s.dataAddedPacked)} stored)`);
+  if (s.snapshotId) lines.push(`Added to the repo: ${formatBytes(s.dataAdded)} (${formatBytes(s.dataAddedPacked)} stored)`);
+  else lines.push(`Would add to the repo: ${formatBytes(s.dataAdded)} (${formatBytes(s.dataAddedPacked)} stored); dry run, nothing was written`);
   lines.push('');
   lines.push(`processed ${s.totalFilesProcessed} files, ${formatBytes(s.totalBytesProcessed)} in ${formatClock(s.durationMs)}`);
   if (s.snapshotId) lines.push(`snapshot ${s.shortId} saved`);

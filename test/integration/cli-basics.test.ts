@@ -169,3 +169,43 @@ test('man pages: generated from the commands, readable by man', async () => {
   assert.match(m.stdout, /dmctl-output - Print a Kanister phase output/);
   assert.match(m.stdout, /EXIT STATUS[\s\S]*130\s+Interrupted by SIGINT\/SIGTERM/);
 });
+
+test('backup --dry-run: writes nothing, and predicts what the real backup then adds', async () => {
+  const repo = join(home, 'dry-repo');
+  const src = join(home, 'dry-src');
+  await mkdir(join(src, 'sub'), { recursive: true });
+  for (let i = 0; i < 40; i++) await writeFile(join(src, i % 2 ? 'sub' : '', `f${i}`), `file ${i % 25}\n`.repeat(1000 + i));
+  const env = { DM_PASSWORD: 'dry-pw' };
+  assert.equal(dmctl(['repo', 'init', '-r', repo], env).code, 0);
+  const listRepo = async () => {
+    const out: string[] = [];
+    for (const d of ['snapshots', 'index', 'locks']) out.push(...(await readdir(join(repo, d))).map((f) => `${d}/${f}`));
+    for (const d of await readdir(join(repo, 'data'))) out.push(...(await readdir(join(repo, 'data', d))).map((f) => `data/${f}`));
+    return out;
+  };
+  const dry = dmctl(['backup', '-r', repo, src, '--dry-run', '--json'], env);
+  assert.equal(dry.code, 0, dry.stderr);
+  const predicted = JSON.parse(dry.out);
+  assert.equal(predicted.snapshotId, '');
+  assert.deepEqual(await listRepo(), [], 'a dry run leaves no snapshot, index, pack or lock');
+  const human = dmctl(['backup', '-r', repo, src, '--dry-run'], env);
+  assert.match(human.out, /dry run, nothing was written/);
+  assert.doesNotMatch(human.out, /snapshot \w+ saved/);
+
+  const real = dmctl(['backup', '-r', repo, src, '--json'], env);
+  assert.equal(real.code, 0, real.stderr);
+  const done = JSON.parse(real.out);
+  assert.match(done.snapshotId, /^[0-9a-f]{64}$/);
+  for (const k of ['filesNew', 'dataBlobs', 'treeBlobs', 'dataAdded', 'totalFilesProcessed', 'totalBytesProcessed']) assert.equal(predicted[k], done[k], `${k}: the dry run said ${predicted[k]}, the backup did ${done[k]}`);
+  assert.ok((await listRepo()).some((f) => f.startsWith('snapshots/')));
+});
+
+test('a --kube flag without --kube is refused, not ignored: exit 2, one line naming it', () => {
+  const r = dmctl(['restore', 'latest', '-r', join(home, 'nowhere'), '--target', join(home, 't'), '--pvc', 'data'], { DM_PASSWORD: 'x' });
+  assert.equal(r.code, 2);
+  assert.equal(r.stderr.trim().split('\n')[0], 'dmctl: --pvc applies only with --kube');
+  assert.equal(existsSync(join(home, 't')), false, 'nothing restored');
+  const s = dmctl(['backup-stream', '--name', 'x', '-r', join(home, 'nowhere'), '--namespace', 'prod'], { DM_PASSWORD: 'x' });
+  assert.equal(s.code, 2);
+  assert.match(s.stderr, /--namespace applies only with --kube/);
+});
