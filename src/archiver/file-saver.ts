@@ -1,7 +1,8 @@
 // Reads a file or stream, chunks it with restic's chunker, hashes each chunk and hands new chunks to
 // the BlobWriter. Several chunks of one file are compressed/encrypted concurrently; the content list
 // keeps file order because IDs are known as soon as a chunk is hashed.
-import { promises as fsp, openSync, readSync, closeSync, constants as fsc } from 'node:fs';
+import { promises as fsp } from 'node:fs';
+import { readWholeSync } from './read-source.js';
 import { readAt } from '../storage/local.js';
 import { OFFLOAD_MIN, sha256hex, sha256hexAsync } from '../repository/crypto.js';
 import { Chunker, MAX_SIZE, MIN_SIZE } from '../chunker/chunker.js';
@@ -312,31 +313,7 @@ export const SMALL_FILE = 128 * 1024;
  * Reads up to sizeHint + 1 bytes and then to EOF, so a file that grew is still read whole.
  */
 export function readSmallFile(path: string | Buffer, sizeHint: number): Buffer {
-  let fd: number;
-  try {
-    fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | (fsc.O_NOATIME ?? 0));
-  } catch (err) {
-    // O_NOATIME needs the file's owner (or CAP_FOWNER): anyone else gets EPERM, and reads without it.
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM' || !fsc.O_NOATIME) throw err;
-    fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
-  }
-  try {
-    let buf = Buffer.allocUnsafe(sizeHint + 1);
-    let got = 0;
-    for (;;) {
-      if (got === buf.length) {
-        const bigger = Buffer.allocUnsafe(buf.length * 2);
-        buf.copy(bigger, 0, 0, got);
-        buf = bigger;
-      }
-      const n = readSync(fd, buf, got, buf.length - got, got);
-      if (n === 0) break;
-      got += n;
-    }
-    return buf.subarray(0, got);
-  } finally {
-    closeSync(fd);
-  }
+  return readWholeSync(path, Buffer.allocUnsafe(sizeHint + 1))!;
 }
 
 /** Saves an in-memory file: chunked like any other (one chunk below 512 KiB). */

@@ -86,22 +86,22 @@ export type KubeOp =
   | 'prune'
   | 'check';
 
-/** True when argv asks for cluster mode (`--kube` before any `--`). */
 /**
  * Without --kube, a flag that only means something with it would be ignored: refused instead (a
  * `--pvc` or `--namespace` given by mistake must not quietly act on the local machine). `defined`
- * is the command's flag table: a flag the command defines for itself is not checked; `except`
- * names pod flags it also honours locally.
+ * is the command's flag table: a flag the command defines for itself (backup's --dry-run) is not
+ * checked.
  */
-export function refuseKubeOnlyFlags(defined: Record<string, unknown>, flags: Record<string, unknown>, except: string[] = []): void {
+export function refuseKubeOnlyFlags(defined: Record<string, unknown>, flags: Record<string, unknown>): void {
   for (const [name, def] of Object.entries(podFlags)) {
-    if (name === 'kube' || except.includes(name) || defined[name] !== def) continue;
+    if (name === 'kube' || defined[name] !== def) continue;
     const v = flags[name];
     if (v === undefined || v === false || (Array.isArray(v) && v.length === 0)) continue;
     throw new UsageError(`--${name} applies only with --kube`, 'add --kube to run it in the cluster, or leave the flag out');
   }
 }
 
+/** True when argv asks for cluster mode (`--kube` before any `--`). */
 export function kubeRequested(argv: string[]): boolean {
   const sep = argv.indexOf('--');
   return (sep < 0 ? argv : argv.slice(0, sep)).includes('--kube');

@@ -9,6 +9,7 @@
 // dependency built from source at install; without it everything goes the thread-pool way.
 import { createRequire } from 'node:module';
 import { IntegrityError } from '../core/errors.js';
+import { OVERHEAD } from './crypto.js';
 
 /**
  * Level for restic's "auto" mode. restic uses klauspost/compress's SpeedDefault, which matches
@@ -64,10 +65,10 @@ export function looksCompressed(data: Uint8Array): boolean {
   return data[0] === 0x52 && data[1] === 0x49 && data[2] === 0x46 && data[3] === 0x46 && data[8] === 0x57 && data[9] === 0x45 && data[10] === 0x42 && data[11] === 0x50;
 }
 
-/** zstd's worst-case output for `len` input bytes (ZSTD_COMPRESSBOUND). */
-export function zstdBound(len: number): number {
+/** Room a sealed blob of `len` plaintext bytes may need: zstd's worst case (ZSTD_COMPRESSBOUND) plus IV and MAC. */
+export function sealBound(len: number): number {
   const small = len < 128 * 1024 ? (128 * 1024 - len) >>> 11 : 0;
-  return len + (len >>> 8) + small;
+  return len + (len >>> 8) + small + OVERHEAD;
 }
 
 /** Blobs below this size are (de)compressed synchronously when zstd-napi is available. */

@@ -598,8 +598,10 @@ export class BlobWriter {
       try {
         for (let i = 0; i < n; i++) {
           if (!keep[i]) continue;
-          const len = lens[k++];
-          await this.addSealed('data', batch.ids[i], buf.subarray(at, at + len), ulens[k - 1], batch.lens[i], one);
+          const len = lens[k];
+          const ulen = ulens[k];
+          k++; // (handed over from here on)
+          await this.addSealed('data', batch.ids[i], buf.subarray(at, at + len), ulen, batch.lens[i], one);
           at += len;
         }
       } catch (err) {

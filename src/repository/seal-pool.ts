@@ -10,7 +10,7 @@
 // where the pack writer writes it out from.
 import { Worker } from 'node:worker_threads';
 import { MasterKey, OVERHEAD, masterKeyData } from './crypto.js';
-import { smallBlobZstd, zstdBound } from './compression.js';
+import { sealBound, smallBlobZstd } from './compression.js';
 import { workerCount } from '../core/worker-pool.js';
 import { SharedRing } from '../core/shared-ring.js';
 import type { ReadFailure, SealReply, SealRequest } from './seal-worker.js';
@@ -27,10 +27,7 @@ export interface Sealed {
 /** Output ring: room for the largest sealed chunk and the blobs waiting to be written. */
 const OUT_RING = 16 * 1024 * 1024;
 
-/** Room a sealed chunk of `len` plaintext bytes may need: zstd's worst case (ZSTD_COMPRESSBOUND) plus IV and MAC. */
-export function sealBound(len: number): number {
-  return zstdBound(len) + OVERHEAD;
-}
+export { sealBound };
 
 /** A chunk hashed in a worker and kept there until it is sealed or dropped. */
 export interface HashedChunk {

@@ -17,9 +17,9 @@
 // Errors answer {op:'error', seq, message}. The master key comes as workerData.
 import { parentPort, workerData } from 'node:worker_threads';
 import { createRequire } from 'node:module';
-import { openSync, readSync, closeSync, fstatSync, constants as fsc } from 'node:fs';
 import { IV_SIZE, MasterKey, MasterKeyData, OVERHEAD, masterKeyFromData, sealInPlace, sha256hex } from './crypto.js';
-import { ZSTD_LEVEL, looksCompressed, zstdBound, zstdParams } from './compression.js';
+import { ZSTD_LEVEL, looksCompressed, sealBound, zstdParams } from './compression.js';
+import { readWholeSync } from '../archiver/read-source.js';
 import { MIN_SIZE } from '../chunker/chunker.js';
 import { collectYoung } from '../core/gc.js';
 
@@ -78,9 +78,10 @@ function context(level: number): CCtx {
  * Seals `chunk` into the output ring at `at`: compressed straight into place and encrypted there.
  * Returns the sealed and the plaintext length (0: not compressed).
  */
-function sealChunk(chunk: Buffer, level: number, at: number, room: number): { len: number; ulen: number } {
+function sealChunk(chunk: Buffer, level: number, at: number, room: number, asIs = false): { len: number; ulen: number } {
   const dst = out.subarray(at, at + room);
-  if (level === 0 || chunk.length === 0) {
+  // (a backup in "auto" mode stores data that is compressed already as it is; "max" tries anyway)
+  if (level === 0 || chunk.length === 0 || (asIs && level === ZSTD_LEVEL && looksCompressed(chunk))) {
     dst.set(chunk, IV_SIZE);
     return { len: sealInPlace(key, dst, chunk.length), ulen: 0 };
   }
@@ -90,50 +91,6 @@ function sealChunk(chunk: Buffer, level: number, at: number, room: number): { le
 
 function reply(m: SealReply): void {
   port!.postMessage(m);
-}
-
-const OPEN_FLAGS = fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
-
-/**
- * Opens a file to back it up: without following a symlink put in its place, without blocking on a
- * FIFO put there, and without touching its access time where the kernel allows (O_NOATIME needs
- * the file's owner or CAP_FOWNER: EPERM otherwise, and then it is opened without).
- */
-function openSource(path: Uint8Array): number {
-  try {
-    return openSync(path as Buffer, OPEN_FLAGS | (fsc.O_NOATIME ?? 0));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM' || !fsc.O_NOATIME) throw err;
-    return openSync(path as Buffer, OPEN_FLAGS);
-  }
-}
-
-/**
- * Reads one small file into `into` (room for its expected size and one byte more, to see growth),
- * or into a buffer of its own when it grew. Returns its content, or undefined once it is MIN_SIZE
- * bytes or more (such a file goes through the chunker on the main thread).
- */
-function readSmall(path: Uint8Array, into: Buffer): Buffer | undefined {
-  const fd = openSource(path);
-  try {
-    if (!fstatSync(fd).isFile()) throw Object.assign(new Error('not a regular file any more'), { code: 'ENOTREG' });
-    let buf = into;
-    let got = 0;
-    for (;;) {
-      if (got === buf.length) {
-        if (got >= MIN_SIZE) return undefined;
-        const bigger = Buffer.allocUnsafe(Math.min(Math.max(buf.length * 2, 4096), MIN_SIZE));
-        buf.copy(bigger, 0, 0, got);
-        buf = bigger;
-      }
-      const n = readSync(fd, buf, got, buf.length - got, got);
-      if (n === 0) break;
-      got += n;
-    }
-    return got >= MIN_SIZE ? undefined : buf.subarray(0, got);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** Room for a batch's contents: batches stay under 1 MiB plus one file under MIN_SIZE. */
@@ -175,7 +132,7 @@ function readBatch(seq: number, paths: Uint8Array, sizes: number[]): void {
     at += room;
     let content: Buffer | undefined;
     try {
-      content = readSmall(path, slice);
+      content = readWholeSync(path, slice, MIN_SIZE);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       contents.push(undefined);
@@ -200,7 +157,7 @@ function readBatch(seq: number, paths: Uint8Array, sizes: number[]): void {
 
 /**
  * Seals the batch's files marked in `keep`, back to back into the output ring at [outOff, outOff
- * + room) (room: the sum of their sealRoom).
+ * + room) (room: the sum of their sealBound).
  */
 function sealBatch(seq: number, keep: Uint8Array, level: number, asIs: boolean, outOff: number, room: number): void {
   const contents = batches.get(seq);
@@ -212,31 +169,16 @@ function sealBatch(seq: number, keep: Uint8Array, level: number, asIs: boolean, 
   for (let i = 0; i < contents.length; i++) {
     if (!keep[i]) continue;
     const c = contents[i]!;
-    const bound = sealRoom(c.length);
+    const bound = sealBound(c.length);
     if (at + bound > end) throw new Error('seal worker: batch output room too small');
-    const dst = out.subarray(at, at + bound);
-    let len: number;
-    // (a backup in "auto" mode stores data that is compressed already as it is; "max" tries anyway)
-    if (level === 0 || c.length === 0 || (asIs && level === ZSTD_LEVEL && looksCompressed(c))) {
-      dst.set(c, IV_SIZE);
-      len = sealInPlace(key, dst, c.length);
-      ulens.push(0);
-    } else {
-      const n = context(level).compress2(dst.subarray(IV_SIZE, bound - OVERHEAD + IV_SIZE), c);
-      len = sealInPlace(key, dst, n);
-      ulens.push(c.length);
-    }
+    const { len, ulen } = sealChunk(c, level, at, bound, asIs);
     lens.push(len);
+    ulens.push(ulen);
     at += len;
   }
   forgetBatch(seq);
   reply({ op: 'sealedmany', seq, lens, ulens });
   collectYoung();
-}
-
-/** Room a sealed blob of `len` plaintext bytes may need: zstd's worst case plus IV and MAC. */
-function sealRoom(len: number): number {
-  return zstdBound(len) + OVERHEAD;
 }
 
 port.on('message', (m: SealRequest) => {
