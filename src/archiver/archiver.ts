@@ -144,6 +144,15 @@ export class Archiver {
     this.progress({ phase: 'backup', item, filesDone: this.counters.files, bytesDone: this.counters.bytes });
   }
 
+  /**
+   * A source file that cannot be read is left out with a warning (exit code 3, like restic);
+   * repository and storage failures end the backup.
+   */
+  private leaveOut(p: string, err: unknown): void {
+    if (err instanceof DmctlError) throw err;
+    this.warn(p, err);
+  }
+
   private warn(p: string, err: unknown): void {
     const message = err instanceof DmctlError ? err.message : describeSystemError(err);
     this.errors.push({ path: p, message });
@@ -339,11 +348,8 @@ export class Archiver {
       }
       nodes.push(node);
       if (st.isFile()) {
-        // Repository and storage failures end the backup; an unreadable source file is left out
-        // with a warning (exit code 3, like restic).
         const skip = (err: unknown) => {
-          if (err instanceof DmctlError) throw err;
-          this.warn(full.toString(), err);
+          this.leaveOut(full.toString(), err);
           nodes.splice(nodes.indexOf(node), 1);
         };
         try {
@@ -379,7 +385,13 @@ export class Archiver {
         }),
       );
     });
-    if (extra) for (const [, t] of extra) if (!byName.has(t.name.toString('latin1'))) nodes.push(await this.saveTrieNode(t, old));
+    if (extra) {
+      for (const [, t] of extra) {
+        if (byName.has(t.name.toString('latin1'))) continue;
+        const n = await this.saveTrieNode(t, old);
+        if (n) nodes.push(n);
+      }
+    }
     const tree = Promise.all(pending).then(() => this.saveTree(nodes));
     tree.catch(() => {}); // (the caller awaits it)
     return { tree };
@@ -398,7 +410,8 @@ export class Archiver {
   }
 
   /** A node of the target trie: a target (archived whole) or a prefix directory (only listed children). */
-  private async saveTrieNode(t: TrieNode, oldSiblings: Map<string, Node> | undefined): Promise<Node> {
+  /** Undefined for a target file that could not be read (left out with a warning). */
+  private async saveTrieNode(t: TrieNode, oldSiblings: Map<string, Node> | undefined): Promise<Node | undefined> {
     const key = t.name.toString('latin1');
     const oldNode = oldSiblings?.get(key);
     let st: BigIntStats;
@@ -415,10 +428,15 @@ export class Archiver {
         this.flushSmall();
         node.subtree = await tree;
       } else if (st.isFile()) {
-        const later = await this.saveRegular(t.fsPath, node, st, oldNode);
-        if (later) {
-          this.flushSmall();
-          await later.done;
+        try {
+          const later = await this.saveRegular(t.fsPath, node, st, oldNode);
+          if (later) {
+            this.flushSmall();
+            await later.done;
+          }
+        } catch (err) {
+          this.leaveOut(t.fsPath, err);
+          return undefined;
         }
       }
       return node;
@@ -426,7 +444,10 @@ export class Archiver {
     // prefix directory: only the listed children
     const oldChildren = oldNode?.type === 'dir' ? await this.parentChildren(oldNode.subtree) : undefined;
     const children: Node[] = [];
-    for (const [, c] of t.children) children.push(await this.saveTrieNode(c, oldChildren));
+    for (const [, c] of t.children) {
+      const n = await this.saveTrieNode(c, oldChildren);
+      if (n) children.push(n);
+    }
     node.subtree = await this.saveTree(children);
     return node;
   }
@@ -442,7 +463,10 @@ export class Archiver {
       tree = await walked.tree;
     } else {
       const nodes: Node[] = [];
-      for (const [, c] of trie.children) nodes.push(await this.saveTrieNode(c, oldRoot));
+      for (const [, c] of trie.children) {
+        const n = await this.saveTrieNode(c, oldRoot);
+        if (n) nodes.push(n);
+      }
       tree = await this.saveTree(nodes);
     }
     const stats = await this.writer.flush();

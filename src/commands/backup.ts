@@ -87,7 +87,7 @@ Exit code 3 means the snapshot was written but some files could not be read (the
   }
 
   private finish(summary: BackupSummary, outputName: string | undefined): void {
-    for (const e of summary.errors) this.warn(`${e.path}: ${e.message}`);
+    // (each unreadable file was reported as a warning when it was met)
     if (!this.jsonEnabled()) for (const l of backupSummaryLines(summary)) this.log(l);
     if (outputName) this.phaseOutput(outputName, backupOutputValue(summary));
     if (summary.errors.length) {

@@ -62,7 +62,7 @@ export default class Restore extends DmctlCommand {
       if (summary.verified !== undefined) this.log(`verified ${summary.verified} files`);
     }
     if (summary.errors.length) {
-      for (const e of summary.errors) this.warn(`${e.path}: ${e.message}`);
+      // (each item was reported as a warning when it failed)
       throw new DmctlError('restore-incomplete', `${summary.errors.length} item(s) could not be restored`, {
         hint: 'the items above are missing from the target; run `dmctl check --read-data` if data is damaged',
         exitCode: EXIT_CODES.DAMAGED,

@@ -81,4 +81,12 @@ test('a tree of small files backed up as another user: duplicates stored once, u
   delete want['d1/secret-small'];
   delete want['d2/secret-big'];
   assert.deepEqual(await fileDigests(path.join(out, src)), want);
+
+  // The unreadable files given as targets themselves (after the restore above, which took the
+  // latest snapshot): left out the same way, one warning each.
+  const targets = await asNobody(['backup', '-r', path.join(repo, 'r'), secretSmall, secretBig, path.join(src, 'd0', 'f0')], env);
+  assert.equal(targets.code, 3, `exit code 3 for unreadable targets: ${targets.stderr}`);
+  assert.doesNotMatch(targets.stderr, /internal error/);
+  for (const p of [secretSmall, secretBig]) assert.equal(targets.stderr.split('\n').filter((l) => l === `warning: ${p}: permission denied`).length, 1, `one warning for ${p}: ${targets.stderr}`);
+  assert.match(targets.stdout.toString(), /snapshot \w+ saved/);
 });
