@@ -197,4 +197,24 @@ export class ScratchDecompressor {
     }
     return decompress(data, what);
   }
+
+  /**
+   * Decompresses a frame of exactly `dst.length` plaintext bytes into `dst` (a dump's output ring):
+   * no buffer of its own. A frame of another size is damage, named with `what`.
+   */
+  async decompressInto(dst: Buffer, data: Uint8Array, what = 'data'): Promise<void> {
+    if (this.binding && this.dctx) {
+      let n = -1;
+      try {
+        const size = this.binding.getFrameContentSize(data);
+        if (size === dst.length) n = this.dctx.decompress(dst, data);
+      } catch {
+        // below, with the error reported there
+      }
+      if (n === dst.length) return;
+    }
+    const plain = await decompress(data, what);
+    if (plain.length !== dst.length) throw new IntegrityError(`${what}: decompressed size ${plain.length} != ${dst.length}`);
+    dst.set(plain);
+  }
 }

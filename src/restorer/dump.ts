@@ -2,7 +2,12 @@
 // storage latency and decryption overlap with writing. Memory: the read-ahead window only.
 import { Writable } from 'node:stream';
 import { once } from 'node:events';
-import { DmctlError, TargetError, UsageError, describeSystemError } from '../core/errors.js';
+import { WriteStream } from 'node:fs';
+import { DmctlError, IntegrityError, TargetError, UsageError, describeSystemError, isObjectDamage } from '../core/errors.js';
+import { SharedRing } from '../core/shared-ring.js';
+import { WorkerPool, workerCount } from '../core/worker-pool.js';
+import { masterKeyData, OVERHEAD } from '../repository/crypto.js';
+import type { DecodeBlob, DecodeJob, DecodeResult } from './restore-region.js';
 import { ProgressFn, noProgress } from '../core/progress.js';
 import { Repository } from '../repository/repository.js';
 import { Node } from '../repository/tree.js';
@@ -43,9 +48,33 @@ async function soleFile(repo: Repository, tree: string): Promise<{ node: Node; p
   }
 }
 
-/** Writes a file node's content to `out`; blobs are read ahead, nothing is written before `gate`. */
+/**
+ * Writes a file node's content to `out`; blobs are read ahead, nothing is written before `gate`.
+ * The blobs are decoded by worker threads when they can run, else here.
+ */
 export async function writeFileContent(repo: Repository, node: Node, out: Writable, progress: ProgressFn, readAhead = 8, gate?: Promise<void>): Promise<number> {
   const content = node.content ?? [];
+  let pool: WorkerPool | undefined;
+  if (content.length > 1) {
+    try {
+      // Small young generations, as the restorer's: a worker's objects are short-lived.
+      pool = new WorkerPool(new URL('./restore-worker.js', import.meta.url), workerCount(), masterKeyData(repo.key), { maxYoungGenerationSizeMb: 4 });
+    } catch {
+      pool = undefined;
+    }
+  }
+  if (pool) {
+    try {
+      return await writeDecoded(repo, pool, content, out, progress, gate);
+    } finally {
+      await pool.close();
+    }
+  }
+  return writeLoaded(repo, content, out, progress, readAhead, gate);
+}
+
+/** The content read and decoded blob by blob on this thread (and the thread pool). */
+async function writeLoaded(repo: Repository, content: string[], out: Writable, progress: ProgressFn, readAhead: number, gate?: Promise<void>): Promise<number> {
   const pending: Promise<Buffer>[] = [];
   let next = 0;
   let bytes = 0;
@@ -82,6 +111,155 @@ export async function writeFileContent(repo: Repository, node: Node, out: Writab
     progress({ phase: 'restore', bytesDone: bytes });
   }
   // Everything handed to the stream has been written (or has failed) once this callback runs.
+  await new Promise<void>((resolve) => out.write(Buffer.alloc(0), () => resolve()));
+  if (outErr) throw outputError(outErr);
+  return bytes;
+}
+
+/**
+ * Ciphertext read with one request (a run of blobs stored one after the other, as a stream's are),
+ * and the plaintext of one run; the two rings hold the runs in flight.
+ */
+const RUN_MAX = 4 * 1024 * 1024;
+const RUN_PLAIN_MAX = 8 * 1024 * 1024;
+const IN_RING = 16 * 1024 * 1024;
+const OUT_RING = 32 * 1024 * 1024;
+/** Runs read and decoded ahead of the one being written. */
+const RUNS_AHEAD = 6;
+
+interface Run {
+  packId: string;
+  start: number;
+  end: number;
+  blobs: DecodeBlob[];
+  plain: number;
+}
+
+/** The content's blobs in order, grouped into runs; a blob missing from the index becomes an error in its place. */
+function* runsOf(repo: Repository, content: string[]): Generator<Run | IntegrityError> {
+  let cur: Run | undefined;
+  for (const id of content) {
+    const loc = repo.index.lookup('data', id);
+    if (!loc) {
+      if (cur) yield cur;
+      cur = undefined;
+      yield new IntegrityError(`data blob ${id.slice(0, 10)} is not in the index`, { hint: 'run `dmctl check`' });
+      return;
+    }
+    const plain = loc.uncompressedLength || loc.length - OVERHEAD;
+    const blob: DecodeBlob = { id, at: 0, length: loc.length, uncompressedLength: loc.uncompressedLength ?? 0, plain };
+    if (cur && cur.packId === loc.packId && loc.offset === cur.end && cur.end + loc.length - cur.start <= RUN_MAX && cur.plain + plain <= RUN_PLAIN_MAX) {
+      blob.at = cur.end - cur.start;
+      cur.blobs.push(blob);
+      cur.end += loc.length;
+      cur.plain += plain;
+      continue;
+    }
+    if (cur) yield cur;
+    cur = { packId: loc.packId, start: loc.offset, end: loc.offset + loc.length, blobs: [blob], plain };
+  }
+  if (cur) yield cur;
+}
+
+/**
+ * The content read a run at a time into a shared ring, decoded by the worker threads into a second
+ * ring in order, and written from there: nothing is allocated per blob, so memory is the two rings
+ * however long the file, and the decoding of the next runs overlaps the writing of this one.
+ */
+async function writeDecoded(repo: Repository, pool: WorkerPool, content: string[], out: Writable, progress: ProgressFn, gate?: Promise<void>): Promise<number> {
+  const inRing = new SharedRing(IN_RING);
+  const outRing = new SharedRing(OUT_RING);
+  const backend = repo.backend;
+  // Writes straight from the ring only to stdout and file streams, which are done with a chunk
+  // when its callback runs (the ring space is released then); another stream might keep the chunk
+  // it is given, so it gets a copy.
+  const direct = out === process.stdout || out instanceof WriteStream;
+  type Decoded = { at: number; plain: number } | { data: Buffer };
+  // Ring space is taken in run order, so the writer (which frees the output ring in that order)
+  // never waits for a run that waits for space behind it.
+  let order: Promise<unknown> = Promise.resolve();
+  const start = (run: Run | IntegrityError): Promise<Decoded> => {
+    if (run instanceof IntegrityError) return Promise.reject(run);
+    const length = run.end - run.start;
+    if (length > IN_RING / 2 || run.plain > OUT_RING / 2) {
+      // A blob larger than the rings allow (not one dmctl or restic writes): a buffer of its own.
+      const data = repo.loadBlobAt(run.blobs[0]!.id, { type: 'data', packId: run.packId, offset: run.start, length, uncompressedLength: run.blobs[0]!.uncompressedLength });
+      return data.then((d) => ({ data: d }));
+    }
+    const taken = order.then(async () => {
+      const at = await outRing.take(run.plain);
+      const inAt = await inRing.take(length);
+      return { at, inAt };
+    });
+    order = taken.catch(() => {});
+    return taken.then(async ({ at, inAt }) => {
+      try {
+        const region = inRing.bytes.subarray(inAt, inAt + length);
+        try {
+          if (backend.loadInto) await backend.loadInto('data', run.packId, run.start, region);
+          else region.set(await backend.load('data', run.packId, run.start, length));
+        } catch (err) {
+          if (isObjectDamage(err)) {
+            throw new IntegrityError(`pack ${run.packId.slice(0, 10)} holding data blob ${run.blobs[0]!.id.slice(0, 10)}: ${(err as DmctlError).message}`, {
+              cause: err,
+              hint: 'the pack is missing or truncated; run `dmctl check --read-data`',
+            });
+          }
+          throw err;
+        }
+        const job: DecodeJob = { packId: run.packId, buf: inRing.sab, base: inAt, size: length, blobs: run.blobs, out: outRing.sab, outBase: at };
+        const res = await pool.run<DecodeResult>(job);
+        if (res.damaged) throw new IntegrityError(res.damaged.message, { hint: 'the data is damaged; run `dmctl check --read-data`' });
+        return { at, plain: run.plain };
+      } catch (err) {
+        outRing.release(at);
+        throw err;
+      } finally {
+        inRing.release(inAt);
+      }
+    });
+  };
+  const runs = runsOf(repo, content);
+  const ahead: Promise<Decoded>[] = [];
+  const fill = () => {
+    while (ahead.length < RUNS_AHEAD) {
+      const r = runs.next();
+      if (r.done) return;
+      const p = start(r.value);
+      p.catch(() => {}); // reported when the writer reaches it
+      ahead.push(p);
+    }
+  };
+  fill();
+  await gate;
+  let outErr: unknown;
+  out.on('error', (err) => {
+    outErr ??= err;
+  });
+  let bytes = 0;
+  while (ahead.length) {
+    const d = await ahead.shift()!;
+    fill();
+    if (outErr) throw outputError(outErr);
+    let chunk: Buffer;
+    let release = () => {};
+    if ('data' in d) chunk = d.data;
+    else if (direct) {
+      chunk = outRing.bytes.subarray(d.at, d.at + d.plain);
+      release = () => outRing.release(d.at);
+    } else {
+      chunk = Buffer.from(outRing.bytes.subarray(d.at, d.at + d.plain));
+      outRing.release(d.at);
+    }
+    try {
+      const flowing = out.write(chunk, () => release());
+      if (!flowing) await once(out, 'drain');
+    } catch (err) {
+      throw outputError(outErr ?? err);
+    }
+    bytes += chunk.length;
+    progress({ phase: 'restore', bytesDone: bytes });
+  }
   await new Promise<void>((resolve) => out.write(Buffer.alloc(0), () => resolve()));
   if (outErr) throw outputError(outErr);
   return bytes;

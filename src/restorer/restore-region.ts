@@ -30,8 +30,14 @@ export interface RegionBlob {
 
 export interface RegionJob {
   packId: string;
-  /** The region's bytes (transferred to the worker). */
-  buf: ArrayBuffer;
+  /**
+   * The region's bytes: an ArrayBuffer of its own (transferred to the worker), or the restorer's
+   * shared read ring, where the region is [base, base + size). Either way the job may overwrite them
+   * (blobs are decrypted in place).
+   */
+  buf: ArrayBuffer | SharedArrayBuffer;
+  base?: number;
+  size?: number;
   blobs: RegionBlob[];
   /** Restore owners (running as root). */
   owner: boolean;
@@ -50,7 +56,8 @@ export interface RegionResult {
 }
 
 export interface RegionOps {
-  open(key: MasterKey, data: Uint8Array, what: string): Buffer;
+  /** Checks the MAC and decrypts; may decrypt in place (the region is the job's to overwrite). */
+  open(key: MasterKey, data: Buffer, what: string): Buffer;
   /** May return a buffer it reuses: the bytes are written before the next call. */
   decompress(data: Uint8Array, what: string): Buffer | Promise<Buffer>;
   sha256hex(data: Uint8Array): string;
@@ -100,8 +107,13 @@ export function createSized(p: Buffer, size: number): void {
   }
 }
 
+function regionBytes(job: { buf: ArrayBuffer | SharedArrayBuffer; base?: number; size?: number }): Buffer {
+  const base = job.base ?? 0;
+  return Buffer.from(job.buf, base, job.size ?? job.buf.byteLength - base);
+}
+
 export async function restoreRegion(key: MasterKey, job: RegionJob, ops: RegionOps): Promise<RegionResult> {
-  const buf = Buffer.from(job.buf);
+  const buf = regionBytes(job);
   const res: RegionResult = { damaged: [], metaErrors: [], done: 0, bytes: 0 };
   for (let i = 0; i < job.blobs.length; i++) {
     const b = job.blobs[i]!;
@@ -151,4 +163,61 @@ export async function restoreRegion(key: MasterKey, job: RegionJob, ops: RegionO
     res.done = i + 1;
   }
   return res;
+}
+
+/** A blob of a dump's run: where its ciphertext is in the region, and its plaintext length. */
+export interface DecodeBlob {
+  id: string;
+  at: number;
+  length: number;
+  /** Set when the blob is compressed (as in the index). */
+  uncompressedLength: number;
+  plain: number;
+}
+
+/**
+ * A run of consecutive blobs of one file (restore-stream): decoded in order into the output ring at
+ * [outBase, outBase + sum of plain), where the writer takes them from.
+ */
+export interface DecodeJob {
+  packId: string;
+  buf: SharedArrayBuffer;
+  base: number;
+  size: number;
+  blobs: DecodeBlob[];
+  out: SharedArrayBuffer;
+  outBase: number;
+}
+
+export interface DecodeResult {
+  /** The first blob that failed verification (the output after it is not written). */
+  damaged?: { blob: number; message: string };
+}
+
+export interface DecodeOps {
+  open(key: MasterKey, data: Buffer, what: string): Buffer;
+  decompressInto(dst: Buffer, data: Uint8Array, what: string): Promise<void>;
+  sha256hex(data: Uint8Array): string;
+}
+
+/** Verifies and decodes a run's blobs into the output ring: MAC, decryption, decompression, size, SHA-256. */
+export async function decodeRegion(key: MasterKey, job: DecodeJob, ops: DecodeOps): Promise<DecodeResult> {
+  const buf = regionBytes(job);
+  let pos = job.outBase;
+  for (let i = 0; i < job.blobs.length; i++) {
+    const b = job.blobs[i]!;
+    const what = `data blob ${b.id.slice(0, 10)} in pack ${job.packId.slice(0, 10)}`;
+    const dst = Buffer.from(job.out, pos, b.plain);
+    try {
+      const plain = ops.open(key, buf.subarray(b.at, b.at + b.length), what);
+      if (b.uncompressedLength) await ops.decompressInto(dst, plain, what);
+      else if (plain.length !== b.plain) throw new Error(`${what}: ${plain.length} bytes where the index says ${b.plain}`);
+      else dst.set(plain);
+      if (ops.sha256hex(dst) !== b.id) throw new Error(`${what}: content does not match its ID`);
+    } catch (err) {
+      return { damaged: { blob: i, message: (err as Error).message } };
+    }
+    pos += b.plain;
+  }
+  return {};
 }

@@ -18,9 +18,10 @@ import { BlobLocation } from '../repository/index-file.js';
 import { Node, decodeTree } from '../repository/tree.js';
 import { SnapshotEntry, SnapshotFilter, findSnapshot } from '../repository/snapshots.js';
 import { RepoLock } from '../repository/lock.js';
-import { masterKeyData, OVERHEAD, open as openSealed, sha256hex } from '../repository/crypto.js';
+import { masterKeyData, OVERHEAD, openInPlace, sha256hex } from '../repository/crypto.js';
 import { ScratchDecompressor } from '../repository/compression.js';
 import { transferable, WorkerPool, workerCount } from '../core/worker-pool.js';
+import { SharedRing } from '../core/shared-ring.js';
 import { applyFileMetaSync, applyMetadata, fileMeta, linkTargetBytes, makeSpecial } from './fsmeta.js';
 import { createSized, createWhole, restoreRegion, type RegionBlob, type RegionJob, type RegionResult } from './restore-region.js';
 
@@ -74,6 +75,14 @@ interface Use {
 }
 
 const HOLE_MERGE = 1024 * 1024;
+/**
+ * Regions are read into one shared ring the workers decode from (nothing allocated per region:
+ * fresh 16 MiB buffers per read were a third of a restore's peak memory and its page faults). A
+ * region is at most REGION_MAX bytes unless a single blob is larger; one larger than half the ring
+ * gets a buffer of its own.
+ */
+const REGION_MAX = 4 * 1024 * 1024;
+const READ_RING = 24 * 1024 * 1024;
 /** Files (or bytes of content) collected before their data is restored. */
 const BATCH_FILES = 4000;
 const BATCH_BYTES = 512 * 1024 * 1024;
@@ -419,7 +428,7 @@ export class Restorer {
     const regions: { start: number; end: number; items: typeof entries }[] = [];
     for (const e of entries) {
       const r = regions[regions.length - 1];
-      if (r && e.loc.offset - r.end <= HOLE_MERGE) {
+      if (r && e.loc.offset - r.end <= HOLE_MERGE && e.loc.offset + e.loc.length - r.start <= REGION_MAX) {
         r.end = Math.max(r.end, e.loc.offset + e.loc.length);
         r.items.push(e);
       } else regions.push({ start: e.loc.offset, end: e.loc.offset + e.loc.length, items: [e] });
@@ -427,8 +436,9 @@ export class Restorer {
     for (const r of regions) {
       if (this.abortErr) return;
       let buf: Buffer | undefined;
+      let release: (() => void) | undefined;
       try {
-        buf = await this.repo.backend.load('data', packId, r.start, r.end - r.start);
+        ({ buf, release } = await this.readRegion(packId, r.start, r.end - r.start));
       } catch (err) {
         // A storage that stays unavailable (retries spent, access denied...) ends the restore; a
         // missing or truncated pack is damage to this pack's files only.
@@ -452,8 +462,32 @@ export class Restorer {
         }
         continue;
       }
-      await this.dispatch(packId, buf, r.start, r.items, batchWrites);
+      await this.dispatch(packId, buf, r.start, r.items, batchWrites, release);
     }
+  }
+
+  private ring: SharedRing | undefined;
+
+  /**
+   * Reads a region into the shared ring (held until `release`), or into a buffer of its own when
+   * it is too large for the ring. A failed read holds nothing.
+   */
+  private async readRegion(packId: string, start: number, length: number): Promise<{ buf: Buffer; release?: () => void }> {
+    const backend = this.repo.backend;
+    if (length > READ_RING / 2) return { buf: await backend.load('data', packId, start, length) };
+    this.ring ??= new SharedRing(READ_RING);
+    const ring = this.ring;
+    const at = await ring.take(length);
+    const release = () => ring.release(at);
+    const buf = ring.bytes.subarray(at, at + length);
+    try {
+      if (backend.loadInto) await backend.loadInto('data', packId, start, buf);
+      else buf.set(await backend.load('data', packId, start, length));
+    } catch (err) {
+      release();
+      throw err;
+    }
+    return { buf, release };
   }
 
   /** Marks the files that needed a blob that cannot be read or verified. */
@@ -472,7 +506,7 @@ export class Restorer {
    * Hands a read region to a worker (or restores it here where none runs) without waiting for it:
    * the next region is read meanwhile. Files of several blobs are created at their size first.
    */
-  private async dispatch(packId: string, data: Buffer, start: number, items: { id: string; loc: BlobLocation; uses: Use[] }[], batchWrites: Set<Promise<void>>): Promise<void> {
+  private async dispatch(packId: string, data: Buffer, start: number, items: { id: string; loc: BlobLocation; uses: Use[] }[], batchWrites: Set<Promise<void>>, release?: () => void): Promise<void> {
     const blobs: RegionBlob[] = [];
     const uses: Use[][] = [];
     for (const e of items) {
@@ -505,6 +539,7 @@ export class Restorer {
         this.abortErr ??= err;
       })
       .finally(() => {
+        release?.();
         this.writeSlots.release();
         batchWrites.delete(task);
       });
@@ -528,20 +563,24 @@ export class Restorer {
   private async runRegion(packId: string, start: number, data: Buffer, blobs: RegionBlob[]): Promise<RegionResult> {
     const owner = this.owner;
     if (this.pool) {
-      const { buf, moved } = transferable(data);
+      const shared = data.buffer instanceof SharedArrayBuffer;
+      const { buf, moved } = shared ? { buf: data.buffer, moved: false } : transferable(data);
       try {
-        return await this.pool.run<RegionResult>({ packId, buf, blobs, owner } satisfies RegionJob, [buf]);
+        const job: RegionJob = shared ? { packId, buf, base: data.byteOffset, size: data.length, blobs, owner } : { packId, buf, blobs, owner };
+        return await this.pool.run<RegionResult>(job, moved ? [buf as ArrayBuffer] : []);
       } catch {
         // The worker failed (damage is an answer, not an error): restore here from now on, reading
-        // the region again if its buffer went to the worker.
+        // the region again (the worker may have decrypted part of it in place, or has its buffer).
         this.pool = undefined;
-        if (moved) data = await this.repo.backend.load('data', packId, start, blobs.reduce((m, b) => Math.max(m, b.at + b.length), 0));
+        const fresh = await this.repo.backend.load('data', packId, start, blobs.reduce((m, b) => Math.max(m, b.at + b.length), 0));
+        if (shared) data.set(fresh);
+        else data = fresh;
       }
     }
     this.scratch ??= new ScratchDecompressor();
     const scratch = this.scratch;
-    const job: RegionJob = { packId, buf: data.buffer as ArrayBuffer, blobs: blobs.map((b) => ({ ...b, at: b.at + data.byteOffset })), owner };
-    return restoreRegion(this.repo.key, job, { open: openSealed, decompress: (d, what) => scratch.decompress(d, what), sha256hex });
+    const job: RegionJob = { packId, buf: data.buffer, base: data.byteOffset, size: data.length, blobs, owner };
+    return restoreRegion(this.repo.key, job, { open: openInPlace, decompress: (d, what) => scratch.decompress(d, what), sha256hex });
   }
 
   /** Accounts for a region's outcome: files done, metadata errors, damaged blobs, a fatal write error. */
