@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, lchown, link, lutimes, open, rename, unlink, utimes } from 'node:fs/promises';
-import { chmodSync, lchownSync, lutimesSync, utimesSync } from 'node:fs';
+import { chmodSync, fchmodSync, fchownSync, futimesSync, lchownSync, lutimesSync, utimesSync } from 'node:fs';
 import * as xattr from '@napi-rs/xattr';
 import { DmctlError, TargetError, describeSystemError } from '../core/errors.js';
 import { withStringPath } from '../archiver/fsnode.js';
@@ -164,6 +164,33 @@ export function applyFileMetaSync(path: Buffer, meta: FileMeta, owner: boolean, 
   try {
     if (symlink) lutimesSync(path, meta.atime as unknown as number, meta.mtime as unknown as number);
     else utimesSync(path, meta.atime as unknown as number, meta.mtime as unknown as number);
+  } catch (err) {
+    first ??= targetError('cannot set times of', path, err);
+  }
+  if (first) throw first;
+}
+
+/**
+ * applyFileMetaSync for a regular file through a descriptor it is open with (after the last write):
+ * the same steps, order and errors, without resolving its path three more times (a third of the
+ * system time of a restore of many small files). `path` names the file in errors.
+ */
+export function applyFileMetaFd(fd: number, path: Buffer, meta: FileMeta, owner: boolean): void {
+  let first: TargetError | undefined;
+  if (owner && isRoot) {
+    try {
+      fchownSync(fd, meta.uid, meta.gid);
+    } catch (err) {
+      first ??= targetError('cannot change owner of', path, err);
+    }
+  }
+  try {
+    fchmodSync(fd, meta.mode);
+  } catch (err) {
+    first ??= targetError('cannot change mode of', path, err);
+  }
+  try {
+    futimesSync(fd, meta.atime as unknown as number, meta.mtime as unknown as number);
   } catch (err) {
     first ??= targetError('cannot set times of', path, err);
   }

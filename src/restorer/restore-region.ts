@@ -8,7 +8,7 @@
 // can run, the restorer calls it on the main thread. Nothing here touches a file that is not a target.
 import { closeSync, constants as fsc, ftruncateSync, openSync, rmSync, writeSync } from 'node:fs';
 import type { MasterKey } from '../repository/crypto.js';
-import { applyFileMetaSync, type FileMeta } from './fsmeta.js';
+import { applyFileMetaFd, type FileMeta } from './fsmeta.js';
 
 export interface RegionTarget {
   /** The file's path (bytes: names need not be UTF-8). */
@@ -72,7 +72,7 @@ function errInfo(err: unknown): { code?: string; message: string } {
  * Creates `p` holding `data` without following or reusing what is there: exclusive create, and only if
  * something exists (a re-restore) remove it and create again. The common case is one open.
  */
-export function createWhole(p: Buffer, data: Uint8Array): void {
+export function createWhole(p: Buffer, data: Uint8Array, written?: (fd: number) => void): void {
   let fd: number;
   try {
     fd = openSync(p, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
@@ -88,7 +88,11 @@ export function createWhole(p: Buffer, data: Uint8Array): void {
     rmSync(p, { force: true });
     throw err;
   }
-  closeSync(fd);
+  try {
+    written?.(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function writeAll(fd: number, data: Uint8Array, position: number): void {
@@ -134,9 +138,19 @@ export async function restoreRegion(key: MasterKey, job: RegionJob, ops: RegionO
     for (let t = 0; t < b.targets.length; t++) {
       const target = b.targets[t]!;
       const p = Buffer.from(target.path.buffer, target.path.byteOffset, target.path.length);
+      const meta = target.whole?.meta;
+      let metaErr: unknown;
       try {
         if (target.whole) {
-          createWhole(p, plain);
+          // Metadata through the descriptor, before it is closed: a failure there is not a failed write.
+          createWhole(p, plain, (fd) => {
+            if (!meta) return;
+            try {
+              applyFileMetaFd(fd, p, meta, job.owner);
+            } catch (err) {
+              metaErr = err;
+            }
+          });
         } else {
           const fd = openSync(p, fsc.O_WRONLY);
           try {
@@ -151,14 +165,7 @@ export async function restoreRegion(key: MasterKey, job: RegionJob, ops: RegionO
         return res;
       }
       res.bytes += plain.length;
-      const meta = target.whole?.meta;
-      if (meta) {
-        try {
-          applyFileMetaSync(p, meta, job.owner);
-        } catch (err) {
-          res.metaErrors.push({ blob: i, target: t, ...errInfo(err) });
-        }
-      }
+      if (metaErr !== undefined) res.metaErrors.push({ blob: i, target: t, ...errInfo(metaErr) });
     }
     res.done = i + 1;
   }
