@@ -85,12 +85,6 @@ const REGION_MAX = 4 * 1024 * 1024;
 const READ_RING = 24 * 1024 * 1024;
 /** Files (or bytes of content) collected before their data is restored. */
 const BATCH_FILES = 4000;
-/**
- * The first batch is small and each one after it twice as large, up to BATCH_FILES: data starts
- * flowing as soon as the walk has found a few files, instead of after the trees of 4000 of them
- * (on radosgw the whole tree of a 5,400-entry restore was walked before its first data read).
- */
-const FIRST_BATCH_FILES = 128;
 const BATCH_BYTES = 512 * 1024 * 1024;
 /** Directories whose trees are loaded ahead of the walk. */
 const TREE_PREFETCH = 16;
@@ -166,7 +160,6 @@ export class Restorer {
   private pool: WorkerPool | undefined | null = null;
   private scratch: ScratchDecompressor | undefined;
   private batchBytes = 0;
-  private batchFiles = FIRST_BATCH_FILES;
   /** The data phases of the batches handed out so far (settles once all of them have). */
   private batchDone: Promise<void> = Promise.resolve();
   /** Resolves once the last batch handed out has dispatched all its regions to the workers. */
@@ -269,7 +262,7 @@ export class Restorer {
         this.dirMeta.push({ path: p, node, depth });
       } else if (node.type === 'file') {
         this.addFile(p, node);
-        if (this.jobs.length >= this.batchFiles || this.batchBytes >= BATCH_BYTES) await this.flushBatch();
+        if (this.jobs.length >= BATCH_FILES || this.batchBytes >= BATCH_BYTES) await this.flushBatch();
       } else {
         await this.special(p, node);
       }
@@ -670,7 +663,6 @@ export class Restorer {
     if (!jobs.length) return;
     this.jobs = [];
     this.batchBytes = 0;
-    this.batchFiles = Math.min(BATCH_FILES, this.batchFiles * 2);
     let dispatched!: () => void;
     this.batchDispatched = new Promise<void>((r) => (dispatched = r));
     const mine = (async () => {

@@ -28,3 +28,17 @@ export async function readBody(stream: AsyncIterable<Uint8Array> | NodeJS.Readab
   }
   return used === buf.length ? buf : buf.subarray(0, used);
 }
+
+/**
+ * A response body copied into `dest` as it arrives (a restore's read ring): no buffer of its own.
+ * Returns how many bytes the body had; those past `dest`'s end are counted, not kept.
+ */
+export async function readBodyInto(stream: AsyncIterable<Uint8Array> | NodeJS.ReadableStream | undefined, dest: Buffer): Promise<number> {
+  if (!stream) return 0;
+  let used = 0;
+  for await (const c of stream as AsyncIterable<Uint8Array>) {
+    if (used < dest.length) dest.set(c.length <= dest.length - used ? c : c.subarray(0, dest.length - used), used);
+    used += c.length;
+  }
+  return used;
+}

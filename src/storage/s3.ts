@@ -24,7 +24,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { AwsCredentialIdentityProvider } from '@smithy/types';
 import { StorageError } from '../core/errors.js';
 import { Backend, FileInfo, FileType, ID_RE } from './backend.js';
-import { readBody } from './body.js';
+import { readBody, readBodyInto } from './body.js';
 import { ListPage, RequestContext, describeNetworkError, httpStatusOf, storageError, validName } from './retry.js';
 import type { S3Location } from './url.js';
 import { httpsAgentOptions } from './tls.js';
@@ -334,6 +334,24 @@ export class S3Backend implements Backend {
       throw storageError('other', `${this.location}: ${op}: file is truncated (wanted ${length} bytes at offset ${offset}, got ${buf.length})`);
     }
     return buf;
+  }
+
+  /** `load` of `dest.length` bytes at `offset` straight into `dest` (a restore's read ring). */
+  async loadInto(type: FileType, name: string, offset: number, dest: Buffer, ctx?: RequestContext): Promise<void> {
+    const op = `loading ${shortName(type, name)}`;
+    let got: number;
+    try {
+      const Range = `bytes=${offset}-${offset + dest.length - 1}`;
+      const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(type, name), Range }), { abortSignal: ctx?.signal });
+      got = await readBodyInto(r.Body as AsyncIterable<Uint8Array> | undefined, dest);
+    } catch (err) {
+      if (httpStatusOf(err) === 416) throw storageError('other', `${this.location}: ${op}: offset ${offset} is past the end of the file`, { cause: err });
+      return this.fail(err, op, ctx);
+    }
+    // More than asked from offset 0: a server that ignored the range, and `dest` holds the start.
+    if (got !== dest.length && !(got > dest.length && offset === 0)) {
+      throw storageError('other', `${this.location}: ${op}: file is truncated (wanted ${dest.length} bytes at offset ${offset}, got ${got})`);
+    }
   }
 
   async stat(type: FileType, name: string, ctx?: RequestContext): Promise<FileInfo> {
