@@ -22,7 +22,7 @@ import { masterKeyData, OVERHEAD, openInPlace, sha256hex } from '../repository/c
 import { ScratchDecompressor } from '../repository/compression.js';
 import { transferable, WorkerPool, workerCount } from '../core/worker-pool.js';
 import { SharedRing } from '../core/shared-ring.js';
-import { applyFileMetaSync, applyMetadata, fileMeta, linkTargetBytes, makeSpecial } from './fsmeta.js';
+import { applyFileMetaSync, applyMetadata, fileMeta, linkTargetBytes, makeSpecial, type FileMeta } from './fsmeta.js';
 import { createSized, createWhole, restoreRegion, type RegionBlob, type RegionJob, type RegionResult } from './restore-region.js';
 
 export interface RestoreOptions {
@@ -57,7 +57,13 @@ export interface RestoreSummary {
 
 interface FileJob {
   path: Buffer;
-  node: Node;
+  /**
+   * What the file's metadata needs: the plain values, or the whole node when it has extended
+   * attributes. Not the node itself otherwise: three batches of decoded nodes were most of the
+   * main thread's live heap.
+   */
+  meta: FileMeta;
+  xattrNode?: Node;
   /** Blob ID at each position of the file, with its plaintext length. */
   blobs: { id: string; offset: number; size: number }[];
   remaining: number;
@@ -363,7 +369,7 @@ export class Restorer {
       blobs.push({ id, offset: off, size });
       off += size;
     }
-    this.jobs.push({ path: p, node, blobs, remaining: blobs.length, size: off });
+    this.jobs.push({ path: p, meta: fileMeta(node), xattrNode: node.extendedAttributes?.length ? node : undefined, blobs, remaining: blobs.length, size: off });
     this.batchBytes += off;
   }
 
@@ -373,7 +379,8 @@ export class Restorer {
         await fsp.rm(job.path, { force: true }).catch(() => {});
         return;
       }
-      await this.metadata(job.path, job.node);
+      if (job.xattrNode) await applyMetadata(job.path, job.xattrNode, { owner: this.owner });
+      else applyFileMetaSync(job.path, job.meta, this.owner);
       this.files++;
     } catch (err) {
       this.fail(job.path, err);
@@ -543,7 +550,7 @@ export class Restorer {
           path: job.path,
           offset: use.offset,
           // Whole files get their metadata in the same pass, unless extended attributes need the async path.
-          whole: job.blobs.length === 1 ? { meta: job.node.extendedAttributes?.length ? undefined : fileMeta(job.node) } : undefined,
+          whole: job.blobs.length === 1 ? { meta: job.xattrNode ? undefined : job.meta } : undefined,
         });
       }
       blobs.push({ id: e.id, at: e.loc.offset - start, length: e.loc.length, uncompressedLength: e.loc.uncompressedLength ?? 0, targets });
@@ -623,7 +630,7 @@ export class Restorer {
         job.remaining = 0;
         const err = metaErr.get(`${i}/${t}`);
         if (err !== undefined) this.fail(job.path, new TargetError(err));
-        else if (!job.node.extendedAttributes?.length) this.files++;
+        else if (!job.xattrNode) this.files++;
         else await this.finishJob(job);
       }
     }
