@@ -412,7 +412,9 @@ async function checkTrees(
 function startVerifier(key: MasterKey): { pool: WorkerPool; size: number } | undefined {
   const size = workerCount();
   try {
-    return { pool: new WorkerPool(new URL('./verify-worker.js', import.meta.url), size, masterKeyData(key)), size };
+    // A small young generation, as the restore and seal workers have: with V8's default each worker
+    // reserved and touched ~37 MB of new space for objects that live one blob.
+    return { pool: new WorkerPool(new URL('./verify-worker.js', import.meta.url), size, masterKeyData(key), { maxYoungGenerationSizeMb: 4 }), size };
   } catch {
     return undefined;
   }
