@@ -75,45 +75,11 @@ export async function writeFileContent(repo: Repository, node: Node, out: Writab
 
 /** The content read and decoded blob by blob on this thread (and the thread pool). */
 async function writeLoaded(repo: Repository, content: string[], out: Writable, progress: ProgressFn, readAhead: number, gate?: Promise<void>): Promise<number> {
-  const pending: Promise<Buffer>[] = [];
-  let next = 0;
-  let bytes = 0;
-  const fill = () => {
-    while (next < content.length && pending.length < readAhead) {
-      const p = repo.loadBlob('data', content[next++]);
-      // A blob read ahead may fail before the writer reaches it: that is reported when awaited
-      // below, so it must not count as an unhandled rejection (which kills the process).
-      p.catch(() => {});
-      pending.push(p);
-    }
-  };
-  fill();
+  const next = aheadOf(content.values(), (id) => repo.loadBlob('data', id), readAhead);
   await gate;
-  // Output failures (disk full behind `> file`, reader gone from a pipe) arrive either as a throw
-  // from write() (files are written synchronously) or as an 'error' event (pipes): both become one
-  // TargetError instead of an uncaught exception with a stack trace.
-  let outErr: unknown;
-  out.on('error', (err) => {
-    outErr ??= err;
-  });
-  while (pending.length) {
-    const buf = await pending.shift()!;
-    fill();
-    if (outErr) throw outputError(outErr);
-    let flowing: boolean;
-    try {
-      flowing = out.write(buf);
-      if (!flowing) await once(out, 'drain');
-    } catch (err) {
-      throw outputError(outErr ?? err);
-    }
-    bytes += buf.length;
-    progress({ phase: 'restore', bytesDone: bytes });
-  }
-  // Everything handed to the stream has been written (or has failed) once this callback runs.
-  await new Promise<void>((resolve) => out.write(Buffer.alloc(0), () => resolve()));
-  if (outErr) throw outputError(outErr);
-  return bytes;
+  const output = new Output(out, progress);
+  for (let p = next(); p; p = next()) await output.write(await p);
+  return output.finish();
 }
 
 /**
@@ -219,50 +185,83 @@ async function writeDecoded(repo: Repository, pool: WorkerPool, content: string[
       }
     });
   };
-  const runs = runsOf(repo, content);
-  const ahead: Promise<Decoded>[] = [];
+  const next = aheadOf(runsOf(repo, content), start, RUNS_AHEAD);
+  await gate;
+  const output = new Output(out, progress);
+  for (let p = next(); p; p = next()) {
+    const d = await p;
+    if ('data' in d) await output.write(d.data);
+    else if (direct) await output.write(outRing.bytes.subarray(d.at, d.at + d.plain), () => outRing.release(d.at));
+    else {
+      const copy = Buffer.from(outRing.bytes.subarray(d.at, d.at + d.plain));
+      outRing.release(d.at);
+      await output.write(copy);
+    }
+  }
+  return output.finish();
+}
+
+/**
+ * Starts up to `window` items of `source` ahead of the one the caller is at; each call returns the
+ * next one's promise, in order (undefined at the end).
+ */
+function aheadOf<S, T>(source: Iterator<S>, start: (s: S) => Promise<T>, window: number): () => Promise<T> | undefined {
+  const pending: Promise<T>[] = [];
   const fill = () => {
-    while (ahead.length < RUNS_AHEAD) {
-      const r = runs.next();
+    while (pending.length < window) {
+      const r = source.next();
       if (r.done) return;
       const p = start(r.value);
-      p.catch(() => {}); // reported when the writer reaches it
-      ahead.push(p);
+      // One that fails ahead of the caller is reported when the caller gets there, not as an
+      // unhandled rejection (which kills the process).
+      p.catch(() => {});
+      pending.push(p);
     }
   };
   fill();
-  await gate;
-  let outErr: unknown;
-  out.on('error', (err) => {
-    outErr ??= err;
-  });
-  let bytes = 0;
-  while (ahead.length) {
-    const d = await ahead.shift()!;
+  return () => {
+    const p = pending.shift();
     fill();
-    if (outErr) throw outputError(outErr);
-    let chunk: Buffer;
-    let release = () => {};
-    if ('data' in d) chunk = d.data;
-    else if (direct) {
-      chunk = outRing.bytes.subarray(d.at, d.at + d.plain);
-      release = () => outRing.release(d.at);
-    } else {
-      chunk = Buffer.from(outRing.bytes.subarray(d.at, d.at + d.plain));
-      outRing.release(d.at);
-    }
-    try {
-      const flowing = out.write(chunk, () => release());
-      if (!flowing) await once(out, 'drain');
-    } catch (err) {
-      throw outputError(outErr ?? err);
-    }
-    bytes += chunk.length;
-    progress({ phase: 'restore', bytesDone: bytes });
+    return p;
+  };
+}
+
+/**
+ * Where the file goes. Output failures (disk full behind `> file`, reader gone from a pipe) arrive
+ * either as a throw from write() (files are written synchronously) or as an 'error' event (pipes):
+ * both become one TargetError instead of an uncaught exception with a stack trace.
+ */
+class Output {
+  private err: unknown;
+  private bytes = 0;
+
+  constructor(
+    private readonly out: Writable,
+    private readonly progress: ProgressFn,
+  ) {
+    out.on('error', (err) => {
+      this.err ??= err;
+    });
   }
-  await new Promise<void>((resolve) => out.write(Buffer.alloc(0), () => resolve()));
-  if (outErr) throw outputError(outErr);
-  return bytes;
+
+  /** Writes a chunk (waiting for 'drain' when the stream asks); `written` runs once the stream is done with it. */
+  async write(chunk: Buffer, written?: () => void): Promise<void> {
+    if (this.err) throw outputError(this.err);
+    try {
+      if (!this.out.write(chunk, written && (() => written()))) await once(this.out, 'drain');
+    } catch (err) {
+      throw outputError(this.err ?? err);
+    }
+    this.bytes += chunk.length;
+    this.progress({ phase: 'restore', bytesDone: this.bytes });
+  }
+
+  /** Resolves with the byte count once everything handed to the stream has been written (or has failed). */
+  async finish(): Promise<number> {
+    await new Promise<void>((resolve) => this.out.write(Buffer.alloc(0), () => resolve()));
+    if (this.err) throw outputError(this.err);
+    return this.bytes;
+  }
 }
 
 function outputError(err: unknown): DmctlError {

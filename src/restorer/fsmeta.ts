@@ -140,34 +140,47 @@ export function fileMeta(node: Node): FileMeta {
   return { mode: posixMode(node.mode), uid: node.uid, gid: node.gid, atime: utimeSeconds(node.atime), mtime: utimeSeconds(node.mtime) };
 }
 
+/** The three blocking calls of a file's metadata, by path or through a descriptor. */
+interface MetaCalls {
+  chown(uid: number, gid: number): void;
+  /** Absent for symlinks. */
+  chmod?(mode: number): void;
+  utimes(atime: number, mtime: number): void;
+}
+
+/** Owner (as root), mode, then times; every step is attempted, the first failure thrown afterwards. */
+function applyMetaCalls(calls: MetaCalls, path: Buffer, meta: FileMeta, owner: boolean): void {
+  let first: TargetError | undefined;
+  const step = (what: string, f: () => void) => {
+    try {
+      f();
+    } catch (err) {
+      first ??= targetError(what, path, err);
+    }
+  };
+  if (owner && isRoot) step('cannot change owner of', () => calls.chown(meta.uid, meta.gid));
+  if (calls.chmod) step('cannot change mode of', () => calls.chmod!(meta.mode));
+  // Times as numeric strings (see utimeSeconds), which the fs calls accept.
+  step('cannot set times of', () => calls.utimes(meta.atime as unknown as number, meta.mtime as unknown as number));
+  if (first) throw first;
+}
+
 /**
- * Metadata of a regular file (or a symlink: no chmod, lutimes) with blocking calls, for the restore of many small files (each call is a
- * few microseconds; the async versions cost a thread-pool round trip each). Same order and error
- * handling as applyMetadata: every step is attempted, the first failure thrown afterwards.
+ * Metadata of a regular file (or a symlink: no chmod, lutimes) with blocking calls, for the restore
+ * of many small files (each call is a few microseconds; the async versions cost a thread-pool round
+ * trip each). Same order and error handling as applyMetadata.
  */
 export function applyFileMetaSync(path: Buffer, meta: FileMeta, owner: boolean, symlink = false): void {
-  let first: TargetError | undefined;
-  if (owner && isRoot) {
-    try {
-      lchownSync(path, meta.uid, meta.gid);
-    } catch (err) {
-      first ??= targetError('cannot change owner of', path, err);
-    }
-  }
-  if (!symlink) {
-    try {
-      chmodSync(path, meta.mode);
-    } catch (err) {
-      first ??= targetError('cannot change mode of', path, err);
-    }
-  }
-  try {
-    if (symlink) lutimesSync(path, meta.atime as unknown as number, meta.mtime as unknown as number);
-    else utimesSync(path, meta.atime as unknown as number, meta.mtime as unknown as number);
-  } catch (err) {
-    first ??= targetError('cannot set times of', path, err);
-  }
-  if (first) throw first;
+  applyMetaCalls(
+    {
+      chown: (uid, gid) => lchownSync(path, uid, gid),
+      chmod: symlink ? undefined : (mode) => chmodSync(path, mode),
+      utimes: (a, m) => (symlink ? lutimesSync(path, a, m) : utimesSync(path, a, m)),
+    },
+    path,
+    meta,
+    owner,
+  );
 }
 
 /**
@@ -176,25 +189,16 @@ export function applyFileMetaSync(path: Buffer, meta: FileMeta, owner: boolean, 
  * system time of a restore of many small files). `path` names the file in errors.
  */
 export function applyFileMetaFd(fd: number, path: Buffer, meta: FileMeta, owner: boolean): void {
-  let first: TargetError | undefined;
-  if (owner && isRoot) {
-    try {
-      fchownSync(fd, meta.uid, meta.gid);
-    } catch (err) {
-      first ??= targetError('cannot change owner of', path, err);
-    }
-  }
-  try {
-    fchmodSync(fd, meta.mode);
-  } catch (err) {
-    first ??= targetError('cannot change mode of', path, err);
-  }
-  try {
-    futimesSync(fd, meta.atime as unknown as number, meta.mtime as unknown as number);
-  } catch (err) {
-    first ??= targetError('cannot set times of', path, err);
-  }
-  if (first) throw first;
+  applyMetaCalls(
+    {
+      chown: (uid, gid) => fchownSync(fd, uid, gid),
+      chmod: (mode) => fchmodSync(fd, mode),
+      utimes: (a, m) => futimesSync(fd, a, m),
+    },
+    path,
+    meta,
+    owner,
+  );
 }
 
 const REPLACEMENT = Buffer.from('\ufffd', 'utf8');
