@@ -11,7 +11,7 @@ import path from 'node:path';
 import { newMasterKey, open, seal, sha256hex } from '../../src/repository/crypto.js';
 import { compress, ScratchDecompressor } from '../../src/repository/compression.js';
 import { PackBuilder } from '../../src/repository/pack.js';
-import { createSized, restoreRegion, type RegionBlob, type RegionJob, type RegionResult } from '../../src/restorer/restore-region.js';
+import { createSized, restoreRegion, type DecodeJob, type DecodeResult, type RegionBlob, type RegionJob, type RegionResult } from '../../src/restorer/restore-region.js';
 import { WorkerPool } from '../../src/core/worker-pool.js';
 
 const key = newMasterKey();
@@ -134,4 +134,57 @@ test('a write that fails stops the job at that blob with the error code; what ca
   assert.equal(res.done, 0);
   assert.deepEqual(readFileSync(path.join(dir, 'fatal', 'a')), plains[0]);
   assert.deepEqual(readFileSync(path.join(dir, 'fatal', 'big')), Buffer.alloc(plains[1]!.length + plains[2]!.length));
+});
+
+test('the read ring: a region at an offset of shared memory is restored in a worker; a run is decoded into an output ring, damage named', async () => {
+  const { data, blobs: packed, plains } = await makePack();
+  const pool = workerPool();
+  try {
+    // A region in the middle of a shared buffer, as the restorer's read ring holds it.
+    const sab = new SharedArrayBuffer(data.length + 1000);
+    Buffer.from(sab).set(data, 500);
+    mkdirSync(path.join(dir, 'ring'));
+    createSized(Buffer.from(path.join(dir, 'ring', 'big')), plains[1]!.length + plains[2]!.length);
+    const res = await pool.run<RegionResult>({ packId: 'ef'.repeat(32), buf: sab, base: 500, size: data.length, blobs: regionBlobs('ring', packed, plains), owner: false } satisfies RegionJob);
+    assert.deepEqual(res.damaged, []);
+    assert.equal(res.done, 3);
+    assert.deepEqual(readFileSync(path.join(dir, 'ring', 'a')), plains[0]);
+    assert.deepEqual(readFileSync(path.join(dir, 'ring', 'big')), Buffer.concat([plains[1]!, plains[2]!]));
+
+    // restore-stream: the three blobs as one run, decoded in order into an output ring at an offset.
+    const total = plains.reduce((n, p) => n + p.length, 0);
+    const decode = async (input: Buffer, plainOf: (i: number) => number): Promise<{ res: DecodeResult; out: Buffer }> => {
+      const inSab = new SharedArrayBuffer(input.length + 64);
+      Buffer.from(inSab).set(input, 64);
+      const outSab = new SharedArrayBuffer(total + 100);
+      const job: DecodeJob = {
+        packId: '12'.repeat(32),
+        buf: inSab,
+        base: 64,
+        size: input.length,
+        blobs: packed.map((b, i) => ({ id: b.id, at: b.offset, length: b.length, uncompressedLength: b.uncompressedLength ?? 0, plain: plainOf(i) })),
+        out: outSab,
+        outBase: 7,
+      };
+      return { res: await pool.run<DecodeResult>(job), out: Buffer.from(outSab, 7, total) };
+    };
+    const ok = await decode(data, (i) => plains[i]!.length);
+    assert.deepEqual(ok.res, {});
+    assert.deepEqual(ok.out, Buffer.concat(plains));
+
+    const broken = Buffer.from(data);
+    broken[packed[1]!.offset + 40] ^= 0x10;
+    const flipped = await decode(broken, (i) => plains[i]!.length);
+    assert.equal(flipped.res.damaged?.blob, 1);
+    assert.match(flipped.res.damaged!.message, new RegExp(`data blob ${packed[1]!.id.slice(0, 10)} in pack 12121212.*MAC`));
+    assert.deepEqual(flipped.out.subarray(0, plains[0]!.length), plains[0], 'the blob before the damage is decoded');
+
+    // An index that gives the wrong plaintext size (compressed and stored blobs alike) is damage too.
+    for (const wrong of [1, 2]) {
+      const sized = await decode(data, (i) => plains[i]!.length - (i === wrong ? 1 : 0));
+      assert.equal(sized.res.damaged?.blob, wrong, `blob ${wrong}`);
+    }
+  } finally {
+    await pool.close();
+  }
 });
