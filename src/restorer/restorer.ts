@@ -487,7 +487,14 @@ export class Restorer {
       }
       return;
     }
-    await this.dispatch(packId, buf, r.start, r.items, batchWrites, release);
+    try {
+      await this.dispatch(packId, buf, r.start, r.items, batchWrites, release);
+    } catch (err) {
+      // A target error before the region went to a worker (creating a file failed): the ring
+      // space must not stay held, or regions waiting for it would never end the restore.
+      release?.();
+      throw err;
+    }
   }
 
   private ring: SharedRing | undefined;
@@ -502,7 +509,12 @@ export class Restorer {
     this.ring ??= new SharedRing(READ_RING);
     const ring = this.ring;
     const at = await ring.take(length);
-    const release = () => ring.release(at);
+    // Once only: the offset may be taken again by another region as soon as it is released.
+    let held = true;
+    const release = () => {
+      if (held) ring.release(at);
+      held = false;
+    };
     const buf = ring.bytes.subarray(at, at + length);
     try {
       if (backend.loadInto) await backend.loadInto('data', packId, start, buf);
