@@ -61,6 +61,11 @@ export class WorkerPool {
     }
   }
 
+  /** Number of worker threads. */
+  get size(): number {
+    return this.slots.length;
+  }
+
   /** Runs one job; `transfer` lists buffers handed over to the worker (unusable here afterwards). */
   run<T>(req: unknown, transfer: ArrayBuffer[] = []): Promise<T> {
     if (this.broken) return Promise.reject(this.broken);

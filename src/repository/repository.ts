@@ -43,6 +43,19 @@ export interface OpenOptions {
   keyHint?: string;
 }
 
+/**
+ * What a failed read of a pack becomes: a missing or truncated pack is damage to the repository
+ * (an IntegrityError naming the pack and the blob wanted, `what`); anything else (an outage, a
+ * refused request) stays as it is.
+ */
+export function packReadError(err: unknown, packId: string, what: string): unknown {
+  if (!isObjectDamage(err)) return err;
+  return new IntegrityError(`pack ${packId.slice(0, 10)} holding ${what}: ${(err as DmctlError).message}`, {
+    cause: err,
+    hint: 'the pack is missing or truncated; run `dmctl check --read-data`',
+  });
+}
+
 export class Repository {
   readonly index = new MasterIndex();
   private indexLoaded = false;
@@ -213,13 +226,7 @@ export class Repository {
     try {
       raw = await this.backend.load('data', loc.packId, loc.offset, loc.length);
     } catch (err) {
-      if (isObjectDamage(err)) {
-        throw new IntegrityError(`pack ${loc.packId.slice(0, 10)} holding ${loc.type} blob ${id.slice(0, 10)}: ${(err as DmctlError).message}`, {
-          cause: err,
-          hint: 'the pack is missing or truncated; run `dmctl check --read-data`',
-        });
-      }
-      throw err;
+      throw packReadError(err, loc.packId, `${loc.type} blob ${id.slice(0, 10)}`);
     }
     return this.decodeBlob(id, loc, raw);
   }

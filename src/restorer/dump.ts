@@ -3,17 +3,17 @@
 import { Writable } from 'node:stream';
 import { once } from 'node:events';
 import { WriteStream } from 'node:fs';
-import { DmctlError, IntegrityError, TargetError, UsageError, describeSystemError, isObjectDamage } from '../core/errors.js';
+import { DmctlError, IntegrityError, TargetError, UsageError, describeSystemError } from '../core/errors.js';
 import { SharedRing } from '../core/shared-ring.js';
-import { WorkerPool, workerCount } from '../core/worker-pool.js';
-import { masterKeyData, OVERHEAD } from '../repository/crypto.js';
+import type { WorkerPool } from '../core/worker-pool.js';
+import { OVERHEAD } from '../repository/crypto.js';
 import type { DecodeBlob, DecodeJob, DecodeResult } from './restore-region.js';
 import { ProgressFn, noProgress } from '../core/progress.js';
-import { Repository } from '../repository/repository.js';
+import { packReadError, Repository } from '../repository/repository.js';
 import { Node } from '../repository/tree.js';
 import { SnapshotEntry, SnapshotFilter, findSnapshot } from '../repository/snapshots.js';
 import { RepoLock } from '../repository/lock.js';
-import { treeAt, splitSnapshotSpec } from './restorer.js';
+import { restoreWorkers, treeAt, splitSnapshotSpec } from './restorer.js';
 
 export interface DumpOptions {
   snapshot: string;
@@ -54,15 +54,7 @@ async function soleFile(repo: Repository, tree: string): Promise<{ node: Node; p
  */
 export async function writeFileContent(repo: Repository, node: Node, out: Writable, progress: ProgressFn, readAhead = 8, gate?: Promise<void>): Promise<number> {
   const content = node.content ?? [];
-  let pool: WorkerPool | undefined;
-  if (content.length > 1) {
-    try {
-      // Small young generations, as the restorer's: a worker's objects are short-lived.
-      pool = new WorkerPool(new URL('./restore-worker.js', import.meta.url), workerCount(), masterKeyData(repo.key), { maxYoungGenerationSizeMb: 4 });
-    } catch {
-      pool = undefined;
-    }
-  }
+  const pool = content.length > 1 ? restoreWorkers(repo.key) : undefined;
   if (pool) {
     try {
       return await writeDecoded(repo, pool, content, out, progress, gate);
@@ -108,7 +100,6 @@ function* runsOf(repo: Repository, content: string[]): Generator<Run | Integrity
     const loc = repo.index.lookup('data', id);
     if (!loc) {
       if (cur) yield cur;
-      cur = undefined;
       yield new IntegrityError(`data blob ${id.slice(0, 10)} is not in the index`, { hint: 'run `dmctl check`' });
       return;
     }
@@ -165,13 +156,7 @@ async function writeDecoded(repo: Repository, pool: WorkerPool, content: string[
           if (backend.loadInto) await backend.loadInto('data', run.packId, run.start, region);
           else region.set(await backend.load('data', run.packId, run.start, length));
         } catch (err) {
-          if (isObjectDamage(err)) {
-            throw new IntegrityError(`pack ${run.packId.slice(0, 10)} holding data blob ${run.blobs[0]!.id.slice(0, 10)}: ${(err as DmctlError).message}`, {
-              cause: err,
-              hint: 'the pack is missing or truncated; run `dmctl check --read-data`',
-            });
-          }
-          throw err;
+          throw packReadError(err, run.packId, `data blob ${run.blobs[0]!.id.slice(0, 10)}`);
         }
         const job: DecodeJob = { packId: run.packId, buf: inRing.sab, base: inAt, size: length, blobs: run.blobs, out: outRing.sab, outBase: at };
         const res = await pool.run<DecodeResult>(job);

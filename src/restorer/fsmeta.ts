@@ -166,9 +166,10 @@ function applyMetaCalls(calls: MetaCalls, path: Buffer, meta: FileMeta, owner: b
 }
 
 /**
- * Metadata of a regular file (or a symlink: no chmod, lutimes) with blocking calls, for the restore
- * of many small files (each call is a few microseconds; the async versions cost a thread-pool round
- * trip each). Same order and error handling as applyMetadata.
+ * Metadata of a regular file or directory (or a symlink: no chmod, lutimes) without extended
+ * attributes, with blocking calls, for restores of many small files and directories (each call is
+ * a few microseconds; the async versions cost a thread-pool round trip each). Same order and error
+ * handling as applyMetadata.
  */
 export function applyFileMetaSync(path: Buffer, meta: FileMeta, owner: boolean, symlink = false): void {
   applyMetaCalls(

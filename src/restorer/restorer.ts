@@ -18,7 +18,7 @@ import { BlobLocation } from '../repository/index-file.js';
 import { Node, decodeTree } from '../repository/tree.js';
 import { SnapshotEntry, SnapshotFilter, findSnapshot } from '../repository/snapshots.js';
 import { RepoLock } from '../repository/lock.js';
-import { masterKeyData, OVERHEAD, openInPlace, sha256hex } from '../repository/crypto.js';
+import { masterKeyData, OVERHEAD, openInPlace, sha256hex, type MasterKey } from '../repository/crypto.js';
 import { ScratchDecompressor } from '../repository/compression.js';
 import { transferable, WorkerPool, workerCount } from '../core/worker-pool.js';
 import { SharedRing } from '../core/shared-ring.js';
@@ -146,6 +146,20 @@ function regionsOf(packId: string, blobs: Map<string, PackEntry>): Region[] {
     } else regions.push({ packId, start: e.loc.offset, end: e.loc.offset + e.loc.length, items: [e] });
   }
   return regions;
+}
+
+/**
+ * The worker threads of a restore's data phase and of restore-stream (restore-worker.ts), one per
+ * core; undefined where they cannot start (the caller then decodes on this thread).
+ */
+export function restoreWorkers(key: MasterKey): WorkerPool | undefined {
+  try {
+    // A small young generation: a worker's objects are short-lived, and V8's default semi-spaces
+    // cost ~30 MB per worker for nothing (measured: 43 MB heap → 15 MB, same speed).
+    return new WorkerPool(new URL('./restore-worker.js', import.meta.url), workerCount(), masterKeyData(key), { maxYoungGenerationSizeMb: 4 });
+  } catch {
+    return undefined;
+  }
 }
 
 function plainSize(loc: BlobLocation): number {
@@ -584,16 +598,9 @@ export class Restorer {
 
   private startWorkers(): void {
     if (this.pool !== null) return;
-    const size = workerCount();
-    try {
-      // A small young generation: a worker's objects are short-lived, and V8's default semi-spaces
-      // cost ~30 MB per worker for nothing (measured: 43 MB heap → 15 MB, same speed).
-      this.pool = new WorkerPool(new URL('./restore-worker.js', import.meta.url), size, masterKeyData(this.repo.key), { maxYoungGenerationSizeMb: 4 });
-      // One region per worker in flight (the next ones are read meanwhile).
-      this.writeSlots = new Semaphore(size);
-    } catch {
-      this.pool = undefined;
-    }
+    this.pool = restoreWorkers(this.repo.key);
+    // One region per worker in flight (the next ones are read meanwhile).
+    if (this.pool) this.writeSlots = new Semaphore(this.pool.size);
   }
 
   private async runRegion(packId: string, start: number, data: Buffer, blobs: RegionBlob[]): Promise<RegionResult> {
@@ -716,11 +723,11 @@ export class Restorer {
   }
 
   /**
-   * A file's or directory's metadata: with blocking calls when there are no extended attributes
-   * (microseconds each; three thread-pool round trips per directory made the end of a restore of
-   * thousands of directories wait ~0.2 s doing nothing).
+   * A directory's metadata: with blocking calls when there are no extended attributes (microseconds
+   * each; three thread-pool round trips per directory made the end of a restore of thousands of
+   * directories wait ~0.2 s doing nothing).
    */
-  private async metadata(p: Buffer, node: Node): Promise<void> {
+  private async applyDirMetadata(p: Buffer, node: Node): Promise<void> {
     if (node.extendedAttributes?.length) await applyMetadata(p, node, { owner: this.owner });
     else applyFileMetaSync(p, fileMeta(node), this.owner);
   }
@@ -729,7 +736,7 @@ export class Restorer {
     this.dirMeta.sort((a, b) => b.depth - a.depth);
     for (const d of this.dirMeta) {
       try {
-        await this.metadata(d.path, d.node);
+        await this.applyDirMetadata(d.path, d.node);
       } catch (err) {
         this.fail(d.path, err);
       }

@@ -319,39 +319,36 @@ export class S3Backend implements Backend {
   }
 
   async load(type: FileType, name: string, offset = 0, length = 0, ctx?: RequestContext): Promise<Buffer> {
-    const op = `loading ${shortName(type, name)}`;
-    const Range = offset > 0 || length > 0 ? `bytes=${offset}-${length > 0 ? offset + length - 1 : ''}` : undefined;
-    let buf: Buffer;
-    try {
-      const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(type, name), Range }), { abortSignal: ctx?.signal });
-      buf = await readBody(r.Body as AsyncIterable<Uint8Array> | undefined, r.ContentLength);
-    } catch (err) {
-      if (httpStatusOf(err) === 416) throw storageError('other', `${this.location}: ${op}: offset ${offset} is past the end of the file`, { cause: err });
-      return this.fail(err, op, ctx);
-    }
+    const buf = await this.get(type, name, offset, length, ctx, (body, announced) => readBody(body, announced));
     if (length > 0 && buf.length !== length) {
       if (buf.length > length && offset === 0) return buf.subarray(0, length);
-      throw storageError('other', `${this.location}: ${op}: file is truncated (wanted ${length} bytes at offset ${offset}, got ${buf.length})`);
+      throw this.truncated(type, name, offset, length, buf.length);
     }
     return buf;
   }
 
   /** `load` of `dest.length` bytes at `offset` straight into `dest` (a restore's read ring). */
   async loadInto(type: FileType, name: string, offset: number, dest: Buffer, ctx?: RequestContext): Promise<void> {
+    const got = await this.get(type, name, offset, dest.length, ctx, (body) => readBodyInto(body, dest));
+    // More than asked from offset 0: a server that ignored the range, and `dest` holds the start.
+    if (got !== dest.length && !(got > dest.length && offset === 0)) throw this.truncated(type, name, offset, dest.length, got);
+  }
+
+  /** GETs a file (or `length` bytes from `offset`) and reads its body with `read`; errors in the backend's terms. */
+  private async get<T>(type: FileType, name: string, offset: number, length: number, ctx: RequestContext | undefined, read: (body: AsyncIterable<Uint8Array> | undefined, announced?: number) => Promise<T>): Promise<T> {
     const op = `loading ${shortName(type, name)}`;
-    let got: number;
+    const Range = offset > 0 || length > 0 ? `bytes=${offset}-${length > 0 ? offset + length - 1 : ''}` : undefined;
     try {
-      const Range = `bytes=${offset}-${offset + dest.length - 1}`;
       const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(type, name), Range }), { abortSignal: ctx?.signal });
-      got = await readBodyInto(r.Body as AsyncIterable<Uint8Array> | undefined, dest);
+      return await read(r.Body as AsyncIterable<Uint8Array> | undefined, r.ContentLength);
     } catch (err) {
       if (httpStatusOf(err) === 416) throw storageError('other', `${this.location}: ${op}: offset ${offset} is past the end of the file`, { cause: err });
       return this.fail(err, op, ctx);
     }
-    // More than asked from offset 0: a server that ignored the range, and `dest` holds the start.
-    if (got !== dest.length && !(got > dest.length && offset === 0)) {
-      throw storageError('other', `${this.location}: ${op}: file is truncated (wanted ${dest.length} bytes at offset ${offset}, got ${got})`);
-    }
+  }
+
+  private truncated(type: FileType, name: string, offset: number, wanted: number, got: number): StorageError {
+    return storageError('other', `${this.location}: loading ${shortName(type, name)}: file is truncated (wanted ${wanted} bytes at offset ${offset}, got ${got})`);
   }
 
   async stat(type: FileType, name: string, ctx?: RequestContext): Promise<FileInfo> {
