@@ -16,7 +16,7 @@ import { sha256hex } from '../repository/crypto.js';
 import { nodeFromStat } from './fsnode.js';
 import { saveFile, saveBuffer, readSmallFile, SMALL_FILE, type SavedContent } from './file-saver.js';
 import { SmallFiles } from './small-files.js';
-import { MIN_SIZE } from '../chunker/chunker.js';
+import { MID_FILE } from './read-source.js';
 import { RepoLock } from '../repository/lock.js';
 import { findParentSnapshot, loadSnapshot } from '../repository/snapshots.js';
 import { currentUsername } from '../repository/key-file.js';
@@ -218,7 +218,7 @@ export class Archiver {
       return;
     }
     const hlKey = st.nlink > 1n ? `${st.dev}:${st.ino}` : undefined;
-    const small = st.size < BigInt(MIN_SIZE) ? this.smallFiles() : undefined;
+    const small = st.size < BigInt(MID_FILE) ? this.smallFiles() : undefined;
     const start = async (): Promise<{ result: Promise<SavedContent>; deferred: boolean }> => {
       if (small) {
         const { outcome } = await small.add(typeof fsPath === 'string' ? Buffer.from(fsPath) : fsPath, Number(st.size));
@@ -260,13 +260,13 @@ export class Archiver {
   private smallFiles(): SmallFiles | undefined {
     if (this.small === undefined) {
       const pool = this.writer.sealPool();
-      this.small = pool ? new SmallFiles(pool, this.writer) : null;
+      this.small = pool ? new SmallFiles(pool, this.writer, this.repo.config.chunkerPolynomial) : null;
     }
     return this.small ?? undefined;
   }
   private small: SmallFiles | null | undefined;
 
-  /** Reads and saves a file here, on the main thread (files of MIN_SIZE or more, or no seal workers). */
+  /** Reads and saves a file here, on the main thread (files of MID_FILE or more, or no seal workers). */
   private async readRegular(fsPath: string | Buffer, st: BigIntStats): Promise<SavedContent> {
     const onBytes = (n: number) => {
       this.counters.bytes += n;

@@ -2,7 +2,7 @@
 // the BlobWriter. Several chunks of one file are compressed/encrypted concurrently; the content list
 // keeps file order because IDs are known as soon as a chunk is hashed.
 import { promises as fsp } from 'node:fs';
-import { readWholeSync } from './read-source.js';
+import { MID_FILE, readWholeSync } from './read-source.js';
 import { readAt } from '../storage/local.js';
 import { OFFLOAD_MIN, sha256hex, sha256hexAsync } from '../repository/crypto.js';
 import { Chunker, MAX_SIZE, MIN_SIZE } from '../chunker/chunker.js';
@@ -48,9 +48,9 @@ class ContentSink {
       return;
     }
     await this.room(chunk.length);
-    // Hashed on the thread pool, sealed through the writer's queue. (Through the seal workers, each
-    // chunk of a tree's many mid-sized files costs a copy into memory the worker can take: measured
-    // on the bench tree, 0.4 s slower and 100 MB more memory. Streams and big files use the ring.)
+    // Hashed on the thread pool, sealed through the writer's queue (without seal workers, or for a
+    // file that grew past its batch's limit; with them, files go to the workers whole or through a
+    // ring).
     this.track(
       chunk.length,
       sha256hexAsync(chunk).then((id) => {
@@ -202,8 +202,11 @@ export async function saveFile(writer: BlobWriter, polynomial: bigint, fh: fsp.F
   return await sink.finish();
 }
 
-/** Files at least this large are read through a ring and sealed by the seal workers, as streams are. */
-const RING_FILE = MAX_SIZE;
+/**
+ * Files at least this large are read through a ring and sealed by the seal workers, as streams are
+ * (smaller ones go to the workers whole, in batches: small-files.ts).
+ */
+const RING_FILE = MID_FILE;
 
 /** A source of bytes: an async iterable (a Node stream) or a read function (a file descriptor). */
 export type ByteSource = AsyncIterable<Uint8Array> | ReadFn;

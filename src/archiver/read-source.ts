@@ -3,6 +3,12 @@
 // Nothing here may import more than node:fs: the workers load it.
 import { openSync, readSync, closeSync, fstatSync, constants as fsc } from 'node:fs';
 
+/**
+ * Files below this size are read, chunked and hashed whole by the seal workers, in batches; larger
+ * ones are read a piece at a time (through a ring of shared memory or on the main thread).
+ */
+export const MID_FILE = 4 * 1024 * 1024;
+
 const OPEN_FLAGS = fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
 
 /**

@@ -1,8 +1,9 @@
-// The small files of a tree backup (under the chunker's MIN_SIZE: one blob each, most files of a
-// typical tree) go to the seal workers in batches. A worker opens, reads and hashes every file of a
-// batch; the main thread checks the IDs against the index and claims the new ones; the worker then
-// compresses and encrypts those into one buffer, which the pack writer takes as it is. The main
-// thread is left with the walk (readdir, lstat, xattrs), the trees and the packs.
+// The small and mid-sized files of a tree backup (under MID_FILE, 4 MiB: nearly every file of a
+// typical tree) go to the seal workers in batches. A worker opens and reads every file of a batch,
+// chunks the ones of MIN_SIZE or more (the others are one blob each) and hashes the chunks; the main
+// thread checks the IDs against the index and claims the new ones; the worker then compresses and
+// encrypts those into one buffer, which the pack writer takes as it is. The main thread is left
+// with the walk (readdir, lstat, xattrs), the trees and the packs.
 //
 // Why batches: one message per file cost the main thread more than the file's own work (measured in
 // session 5); a batch of up to BATCH_FILES files or BATCH_BYTES bytes costs four messages. Why not
@@ -27,7 +28,7 @@ export class FileReadError extends Error {
   }
 }
 
-/** What became of a small file: its content, or 'big' (it has grown to MIN_SIZE or more: chunk it). */
+/** What became of a file: its content, or 'big' (it has grown past its batch's limit: read it another way). */
 export type SmallResult = SavedContent | 'big';
 
 interface Batch {
@@ -48,6 +49,7 @@ export class SmallFiles {
   constructor(
     private readonly pool: SealPool,
     private readonly writer: BlobWriter,
+    private readonly polynomial: bigint,
   ) {
     // Two batches per worker: one being read while the other is sealed.
     this.maxInFlight = 2 * pool.size;
@@ -100,13 +102,17 @@ export class SmallFiles {
   private async process(b: Batch): Promise<void> {
     let settled = 0;
     try {
-      const batch = await this.pool.readFiles(b.paths, b.sizes);
+      const batch = await this.pool.readFiles(b.paths, b.sizes, this.polynomial);
       await this.writer.enqueueFileBatch(batch);
+      let chunk = 0;
       for (; settled < b.settle.length; settled++) {
         const { resolve, reject } = b.settle[settled];
         const len = batch.lens[settled];
         const err = batch.errors[settled];
-        if (len >= 0) resolve({ content: len > 0 ? [batch.ids[settled]] : [], size: len });
+        const count = batch.counts[settled];
+        const content = batch.ids.slice(chunk, chunk + count);
+        chunk += count;
+        if (len >= 0) resolve({ content, size: len });
         else if (err) reject(new FileReadError(err.message, err.code));
         else resolve('big');
       }

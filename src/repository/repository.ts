@@ -572,8 +572,8 @@ export class BlobWriter {
   }
 
   /**
-   * Stores the new contents of a batch of small files a seal worker read and hashed (one blob per
-   * file; the others are duplicates or empty). Returns once they are claimed and the batch is in
+   * Stores the new chunks of a batch of files a seal worker read, chunked and hashed (the others
+   * are duplicates). Returns once they are claimed and the batch is in
    * the bounded queue; compression and encryption go on in the worker. On failure the batch is dropped.
    */
   async enqueueFileBatch(batch: FileBatch): Promise<void> {
@@ -584,9 +584,9 @@ export class BlobWriter {
       if (this.failure) throw this.failure;
       await this.queueRoom();
       for (let i = 0; i < n; i++) {
-        if (batch.lens[i] > 0 && this.claim('data', batch.ids[i])) {
+        if (this.claim('data', batch.ids[i])) {
           keep[i] = 1;
-          bytes += batch.lens[i];
+          bytes += batch.clens[i];
         }
       }
     } catch (err) {
@@ -608,7 +608,7 @@ export class BlobWriter {
           const len = lens[k];
           const ulen = ulens[k];
           k++; // (handed over from here on)
-          await this.addSealed('data', batch.ids[i], buf.subarray(at, at + len), ulen, batch.lens[i], one);
+          await this.addSealed('data', batch.ids[i], buf.subarray(at, at + len), ulen, batch.clens[i], one);
           at += len;
         }
       } catch (err) {

@@ -47,20 +47,27 @@ export interface SealedBatch {
   written: () => void;
 }
 
-/** A batch of small files read and hashed by one worker, which keeps their contents until sealed or dropped. */
+/**
+ * A batch of files read, chunked and hashed by one worker, which keeps their chunks until they are
+ * sealed or dropped.
+ */
 export interface FileBatch {
-  /** Per file: the content's ID ('' for an empty file or one not read). */
+  /** Per chunk, in file order: its ID. */
   ids: string[];
+  /** Per chunk: its length. */
+  clens: number[];
+  /** Per file: how many of the chunks are its content (0 for an empty file or one not read). */
+  counts: number[];
   /** Per file: the content's length; -1 when not read (see errors). */
   lens: number[];
-  /** Per file: why it could not be read; null for one read, or one not read because it is MIN_SIZE bytes or more now. */
+  /** Per file: why it could not be read; null for one read, or one not read because it has grown past its batch's limit. */
   errors: (ReadFailure | null)[];
   /**
-   * Compresses (level 0: not; `asIs`: not what looks compressed already) and encrypts the files
-   * marked in `keep`: their sealed blobs back to back in `buf`, in file order.
+   * Compresses (level 0: not; `asIs`: not what looks compressed already) and encrypts the chunks
+   * marked in `keep`: their sealed blobs back to back in `buf`, in chunk order.
    */
   seal(keep: Uint8Array, level: number, asIs: boolean): Promise<SealedBatch>;
-  /** Forgets the contents (nothing to store). */
+  /** Forgets the chunks (nothing to store). */
   drop(): void;
 }
 
@@ -204,11 +211,11 @@ export class SealPool {
   }
 
   /**
-   * Has the least loaded worker read and hash the files at `paths` (expected sizes `sizes`, each
-   * under the chunker's MIN_SIZE, so one blob each). The contents stay in the worker until the
-   * batch is sealed or dropped.
+   * Has the least loaded worker read, chunk (with `polynomial`) and hash the files at `paths`
+   * (expected sizes `sizes`, each under MID_FILE). The chunks stay in the worker until the batch is
+   * sealed or dropped.
    */
-  async readFiles(paths: Buffer[], sizes: number[]): Promise<FileBatch> {
+  async readFiles(paths: Buffer[], sizes: number[], polynomial: bigint): Promise<FileBatch> {
     const slot = this.pick();
     const seq = this.seq++;
     const release = this.holdOn(slot, sizes.reduce((n, s) => n + s, 0));
@@ -220,7 +227,7 @@ export class SealPool {
     }
     let m: SealReply;
     try {
-      m = await this.request(slot, { op: 'read', seq, paths: joined, sizes });
+      m = await this.request(slot, { op: 'read', seq, paths: joined, sizes, poly: polynomial });
     } catch (err) {
       release();
       throw err;
@@ -228,11 +235,13 @@ export class SealPool {
     const r = m as Extract<SealReply, { op: 'read' }>;
     return {
       ids: r.ids,
+      clens: r.clens,
+      counts: r.counts,
       lens: r.lens,
       errors: r.errors,
       seal: async (keep, level, asIs) => {
         let room = 0;
-        for (let i = 0; i < keep.length; i++) if (keep[i]) room += sealBound(r.lens[i]);
+        for (let i = 0; i < keep.length; i++) if (keep[i]) room += sealBound(r.clens[i]);
         const { at, reply } = await this.sealIntoRing<Extract<SealReply, { op: 'sealedmany' }>>(slot, room, (outOff) => ({ op: 'sealmany', seq, keep, level, asIs, outOff, room }), release);
         const len = reply.lens.reduce((n, l) => n + l, 0);
         return { buf: this.out.bytes.subarray(at, at + len), lens: reply.lens, ulens: reply.ulens, written: () => this.out.release(at) };

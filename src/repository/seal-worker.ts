@@ -7,20 +7,23 @@
 // the shared memory the chunk is read from in place;
 // {op:'seal', seq, level, outOff, room} → {op:'sealed', seq, len, ulen}, the sealed blob written
 // into the output ring (workerData.out) at [outOff, outOff + room); {op:'drop', seq} → nothing.
-// Small files come in batches (archiver/small-files.ts): {op:'read', seq, paths, sizes} → {op:'read',
-// seq, ids, lens, errors}: the worker opens, reads and hashes each file and keeps the contents (a
-// length of -1: not read, because of errors[i], or, without an error, because the file has grown to
-// MIN_SIZE or more and needs the chunker);
+// Small and mid-sized files come in batches (archiver/small-files.ts): {op:'read', seq, paths, sizes,
+// poly} → {op:'read', seq, ids, clens, counts, lens, errors}: the worker opens and reads each file,
+// chunks it with restic's chunker when it holds MIN_SIZE bytes or more, hashes each chunk and keeps
+// the chunks. Per file: counts[i] chunks (their IDs and lengths next in ids and clens) and lens[i]
+// bytes, or a length of -1: not read, because of errors[i], or, without an error, because the file
+// has grown past what its batch allows (MIN_SIZE for a file listed under it, MID_FILE otherwise) and
+// is read another way;
 // {op:'sealmany', seq, keep, level, asIs, outOff, room} → {op:'sealedmany', seq, lens, ulens}: the
-// kept ones compressed and encrypted, back to back into the output ring at outOff; {op:'drop', seq}
-// forgets a batch too.
+// kept chunks (keep is per chunk) compressed and encrypted, back to back into the output ring at
+// outOff; {op:'drop', seq} forgets a batch too.
 // Errors answer {op:'error', seq, message}. The master key comes as workerData.
 import { parentPort, workerData } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import { IV_SIZE, MasterKey, MasterKeyData, OVERHEAD, masterKeyFromData, sealInPlace, sha256hex } from './crypto.js';
 import { ZSTD_LEVEL, looksCompressed, sealBound, zstdParams } from './compression.js';
-import { readWholeSync } from '../archiver/read-source.js';
-import { MIN_SIZE } from '../chunker/chunker.js';
+import { MID_FILE, readWholeSync } from '../archiver/read-source.js';
+import { MIN_SIZE, chunkLengths } from '../chunker/chunker.js';
 import { collectYoung } from '../core/gc.js';
 
 interface CCtx {
@@ -35,7 +38,7 @@ interface Binding {
 export type SealRequest =
   | { op: 'hash'; seq: number; buf: SharedArrayBuffer; off: number; len: number }
   | { op: 'seal'; seq: number; level: number; outOff: number; room: number }
-  | { op: 'read'; seq: number; paths: Uint8Array; sizes: number[] }
+  | { op: 'read'; seq: number; paths: Uint8Array; sizes: number[]; poly: bigint }
   | { op: 'sealmany'; seq: number; keep: Uint8Array; level: number; asIs: boolean; outOff: number; room: number }
   | { op: 'drop'; seq: number };
 
@@ -48,7 +51,7 @@ export interface ReadFailure {
 export type SealReply =
   | { op: 'id'; seq: number; id: string }
   | { op: 'sealed'; seq: number; len: number; ulen: number }
-  | { op: 'read'; seq: number; ids: string[]; lens: number[]; errors: (ReadFailure | null)[] }
+  | { op: 'read'; seq: number; ids: string[]; clens: number[]; counts: number[]; lens: number[]; errors: (ReadFailure | null)[] }
   | { op: 'sealedmany'; seq: number; lens: number[]; ulens: number[] }
   | { op: 'error'; seq: number; message: string };
 
@@ -60,8 +63,8 @@ const key: MasterKey = masterKeyFromData(data.key);
 const out = Buffer.from(data.out);
 /** Chunks hashed and not yet sealed or dropped (views of shared memory). */
 const chunks = new Map<number, Buffer>();
-/** Batches of small files read and hashed, not yet sealed or dropped: each file's content or undefined. */
-const batches = new Map<number, (Buffer | undefined)[]>();
+/** Batches of files read, chunked and hashed, not yet sealed or dropped: their chunks, in file order. */
+const batches = new Map<number, Buffer[]>();
 const contexts = new Map<number, CCtx>();
 
 function context(level: number): CCtx {
@@ -93,31 +96,50 @@ function reply(m: SealReply): void {
   port!.postMessage(m);
 }
 
-/** Room for a batch's contents: batches stay under 1 MiB plus one file under MIN_SIZE. */
+/**
+ * Room for a batch's contents, in two sizes: batches of small files stay under 1 MiB plus one file
+ * under MIN_SIZE; one with a mid-sized file adds one file under MID_FILE.
+ */
 const SPACE = 2 * 1024 * 1024;
-/** Spaces of batches sealed or dropped, for the next ones (allocating one per batch made the
- * thread's heap grow by tens of MB of freed-but-uncollected megabyte buffers). */
-const spaces: Buffer[] = [];
+const MID_SPACE = MID_FILE + SPACE;
+/** Spaces of batches sealed or dropped, for the next ones, per size (allocating one per batch made
+ * the thread's heap grow by tens of MB of freed-but-uncollected megabyte buffers). */
+const spaces = new Map<number, Buffer[]>([
+  [SPACE, []],
+  [MID_SPACE, []],
+]);
 /** The space each held batch uses, to give back once it is sealed or dropped. */
 const batchSpace = new Map<number, Buffer>();
+
+function takeSpace(total: number): Buffer {
+  const size = total <= SPACE ? SPACE : total <= MID_SPACE ? MID_SPACE : total;
+  return spaces.get(size)?.pop() ?? Buffer.allocUnsafeSlow(size);
+}
 
 function forgetBatch(seq: number): void {
   batches.delete(seq);
   const sp = batchSpace.get(seq);
   if (sp) {
     batchSpace.delete(seq);
-    if (sp.length === SPACE && spaces.length < 4) spaces.push(sp);
+    const free = spaces.get(sp.length);
+    // (two batches per worker are in flight: two spaces of each size cover them)
+    if (free && free.length < 2) free.push(sp);
   }
 }
 
-/** Reads and hashes a batch of files (paths NUL-separated: no path holds a NUL byte). */
-function readBatch(seq: number, paths: Uint8Array, sizes: number[]): void {
+/**
+ * Reads, chunks and hashes a batch of files (paths NUL-separated: no path holds a NUL byte). A file
+ * listed under MIN_SIZE may not reach it (it is one blob: no chunker), any other not MID_FILE.
+ */
+function readBatch(seq: number, paths: Uint8Array, sizes: number[], poly: bigint): void {
   let total = 0;
-  for (const s of sizes) total += Math.min(s, MIN_SIZE) + 1;
-  const space = total <= SPACE ? (spaces.pop() ?? Buffer.allocUnsafeSlow(SPACE)) : Buffer.allocUnsafeSlow(total);
+  for (const s of sizes) total += Math.min(s, MID_FILE) + 1;
+  const space = takeSpace(total);
   batchSpace.set(seq, space);
-  const contents: (Buffer | undefined)[] = [];
+  const kept: Buffer[] = [];
   const ids: string[] = [];
+  const clens: number[] = [];
+  const counts: number[] = [];
   const lens: number[] = [];
   const errors: (ReadFailure | null)[] = [];
   let start = 0;
@@ -127,48 +149,56 @@ function readBatch(seq: number, paths: Uint8Array, sizes: number[]): void {
     if (end < 0) end = paths.length;
     const path = Buffer.from(paths.buffer, paths.byteOffset + start, end - start);
     start = end + 1;
-    const room = Math.min(sizes[i], MIN_SIZE) + 1;
+    const limit = sizes[i] < MIN_SIZE ? MIN_SIZE : MID_FILE;
+    const room = Math.min(sizes[i], limit) + 1;
     const slice = space.subarray(at, at + room);
     at += room;
     let content: Buffer | undefined;
     try {
-      content = readWholeSync(path, slice, MIN_SIZE);
+      content = readWholeSync(path, slice, limit);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      contents.push(undefined);
-      ids.push('');
+      counts.push(0);
       lens.push(-1);
       errors.push({ code: e.code, message: e.message });
       continue;
     }
-    contents.push(content);
     errors.push(null);
     if (!content) {
-      ids.push('');
+      counts.push(0);
       lens.push(-1);
-    } else {
-      ids.push(content.length ? sha256hex(content) : '');
-      lens.push(content.length);
+      continue;
     }
+    lens.push(content.length);
+    let pos = 0;
+    const pieces = content.length < MIN_SIZE ? (content.length ? [content.length] : []) : chunkLengths(content, poly);
+    for (const n of pieces) {
+      const chunk = content.subarray(pos, pos + n);
+      pos += n;
+      kept.push(chunk);
+      ids.push(sha256hex(chunk));
+      clens.push(n);
+    }
+    counts.push(pieces.length);
   }
-  batches.set(seq, contents);
-  reply({ op: 'read', seq, ids, lens, errors });
+  batches.set(seq, kept);
+  reply({ op: 'read', seq, ids, clens, counts, lens, errors });
 }
 
 /**
- * Seals the batch's files marked in `keep`, back to back into the output ring at [outOff, outOff
+ * Seals the batch's chunks marked in `keep`, back to back into the output ring at [outOff, outOff
  * + room) (room: the sum of their sealBound).
  */
 function sealBatch(seq: number, keep: Uint8Array, level: number, asIs: boolean, outOff: number, room: number): void {
-  const contents = batches.get(seq);
-  if (!contents) throw new Error(`seal worker: no batch ${seq}`);
+  const kept = batches.get(seq);
+  if (!kept) throw new Error(`seal worker: no batch ${seq}`);
   const lens: number[] = [];
   const ulens: number[] = [];
   let at = outOff;
   const end = outOff + room;
-  for (let i = 0; i < contents.length; i++) {
+  for (let i = 0; i < kept.length; i++) {
     if (!keep[i]) continue;
-    const c = contents[i]!;
+    const c = kept[i];
     const bound = sealBound(c.length);
     if (at + bound > end) throw new Error('seal worker: batch output room too small');
     const { len, ulen } = sealChunk(c, level, at, bound, asIs);
@@ -202,7 +232,7 @@ port.on('message', (m: SealRequest) => {
         break;
       }
       case 'read':
-        readBatch(m.seq, m.paths, m.sizes);
+        readBatch(m.seq, m.paths, m.sizes, m.poly);
         break;
       case 'sealmany':
         sealBatch(m.seq, m.keep, m.level, m.asIs, m.outOff, m.room);

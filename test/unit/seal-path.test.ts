@@ -181,25 +181,38 @@ test('a batch of small files: read and hashed in a worker, then only the kept on
     [Buffer.from(join(dir, 'grew')), 10],
     [Buffer.from(join(dir, 'grew-big')), 100],
   ];
-  const batch = await pool.readFiles(files.map((f) => f[0]), files.map((f) => f[1]));
+  const batch = await pool.readFiles(files.map((f) => f[0]), files.map((f) => f[1]), POL);
   const want = [text, random, Buffer.alloc(0), gz, undefined, undefined, undefined, random, Buffer.from('x'.repeat(10) + 'more bytes'), undefined];
+  // Chunk index of each file's first chunk: small files are one chunk each, an empty one none.
+  const first: number[] = [];
+  let c = 0;
   for (let i = 0; i < files.length; i++) {
     const w = want[i];
+    first.push(c);
     if (w) {
       assert.equal(batch.lens[i], w.length, `length of file ${i}`);
-      assert.equal(batch.ids[i], w.length ? sha256hex(w) : '', `ID of file ${i}`);
+      assert.equal(batch.counts[i], w.length ? 1 : 0, `chunks of file ${i}`);
+      if (w.length) {
+        assert.equal(batch.ids[c], sha256hex(w), `ID of file ${i}`);
+        assert.equal(batch.clens[c], w.length);
+      }
       assert.equal(batch.errors[i], null);
-    } else assert.equal(batch.lens[i], -1, `file ${i} is not read`);
+      c += batch.counts[i];
+    } else {
+      assert.equal(batch.lens[i], -1, `file ${i} is not read`);
+      assert.equal(batch.counts[i], 0);
+    }
   }
+  assert.equal(batch.ids.length, c, 'one ID per chunk');
   assert.equal(batch.errors[4]?.code, 'ENOENT');
   assert.match(batch.errors[5]?.message ?? '', /not a regular file/, 'a FIFO is refused, not waited on');
   assert.ok(batch.errors[6], 'a directory is refused');
-  assert.equal(batch.errors[9], null, 'grown to MIN_SIZE: no error, the chunker takes it');
+  assert.equal(batch.errors[9], null, 'grown to MIN_SIZE: no error, the caller reads it another way');
   assert.ok(pool.heldBytes > 0, 'the worker holds the contents until sealed');
 
   // Keep text, gz, the odd-named copy of random and the grown file; random itself counts as known.
-  const keep = new Uint8Array(files.length);
-  for (const i of [0, 3, 7, 8]) keep[i] = 1;
+  const keep = new Uint8Array(batch.ids.length);
+  for (const i of [0, 3, 7, 8]) keep[first[i]] = 1;
   const sealed = await batch.seal(keep, ZSTD_LEVEL, true);
   assert.equal(pool.heldBytes, 0);
   assert.equal(sealed.lens.length, 4);
@@ -218,11 +231,79 @@ test('a batch of small files: read and hashed in a worker, then only the kept on
   sealed.written();
 
   // Without asIs the gzip data is compressed too; a dropped batch is forgotten.
-  const again = await pool.readFiles([files[3][0]], [gz.length]);
+  const again = await pool.readFiles([files[3][0]], [gz.length], POL);
   const s2 = await again.seal(Uint8Array.of(1), ZSTD_LEVEL, false);
   assert.equal(s2.ulens[0], gz.length);
   s2.written();
-  const dropped = await pool.readFiles([files[0][0]], [text.length]);
+  const dropped = await pool.readFiles([files[0][0]], [text.length], POL);
   dropped.drop();
+  assert.equal(pool.heldBytes, 0);
+});
+
+test('a batch with mid-sized files: chunked in the worker where the chunker cuts them, grown ones left to the caller', async (t) => {
+  const { mkdtempSync, writeFileSync, appendFileSync, truncateSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { MID_FILE } = await import('../../src/archiver/read-source.js');
+  const dir = mkdtempSync(join(tmpdir(), 'dmctl-midbatch-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const key = newMasterKey();
+  const pool = SealPool.create(key, 1)!;
+  t.after(() => pool.close());
+
+  // Random data cut into several chunks, a zero-filled file (restic's chunker cuts zeros at
+  // MIN_SIZE), one that shrank below MIN_SIZE since the walk, one grown past MID_FILE, and a small one.
+  const mid = data(MID_FILE - 1);
+  const zeros = Buffer.alloc(MIN_SIZE + 12345);
+  const small = crypto.randomBytes(1000);
+  const names = ['mid', 'zeros', 'shrank', 'grew', 'small'].map((n) => join(dir, n));
+  writeFileSync(names[0], mid);
+  writeFileSync(names[1], zeros);
+  writeFileSync(names[2], mid.subarray(0, MIN_SIZE + 10));
+  writeFileSync(names[3], mid.subarray(0, 3 * MiB));
+  writeFileSync(names[4], small);
+  truncateSync(names[2], 100);
+  appendFileSync(names[3], Buffer.alloc(MID_FILE));
+  const sizes = [mid.length, zeros.length, MIN_SIZE + 10, 3 * MiB, small.length];
+  const batch = await pool.readFiles(names.map((n) => Buffer.from(n)), sizes, POL);
+
+  const want = [mid, zeros, mid.subarray(0, 100), undefined, small];
+  let c = 0;
+  const chunkAt: number[] = [];
+  for (let i = 0; i < names.length; i++) {
+    chunkAt.push(c);
+    const w = want[i];
+    if (!w) {
+      assert.equal(batch.lens[i], -1, 'grown past MID_FILE: not read here');
+      assert.equal(batch.errors[i], null);
+      continue;
+    }
+    const lengths = w.length < MIN_SIZE ? [w.length] : chunkLengths(w, POL);
+    assert.equal(batch.lens[i], w.length);
+    assert.deepEqual(batch.clens.slice(c, c + batch.counts[i]), lengths, `file ${i} is cut where the chunker cuts it`);
+    let pos = 0;
+    for (const n of lengths) {
+      assert.equal(batch.ids[c++], sha256hex(w.subarray(pos, pos + n)));
+      pos += n;
+    }
+  }
+  assert.ok(batch.counts[0] >= 2, 'the mid-sized random file is more than one chunk');
+
+  // Seal every chunk: each opens to its piece of the file.
+  const keep = new Uint8Array(batch.ids.length).fill(1);
+  const sealed = await batch.seal(keep, ZSTD_LEVEL, true);
+  const opened: Buffer[] = [];
+  let at = 0;
+  for (let k = 0; k < sealed.lens.length; k++) {
+    const plain = open(key, sealed.buf.subarray(at, at + sealed.lens[k]));
+    at += sealed.lens[k];
+    opened.push(sealed.ulens[k] ? await decompress(plain) : plain);
+  }
+  sealed.written();
+  for (let i = 0; i < names.length; i++) {
+    if (!want[i]) continue;
+    const whole = Buffer.concat(opened.slice(chunkAt[i], chunkAt[i] + batch.counts[i]));
+    assert.ok(whole.equals(want[i]!), `file ${i} is its chunks, in order`);
+  }
   assert.equal(pool.heldBytes, 0);
 });
