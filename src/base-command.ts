@@ -243,10 +243,32 @@ export abstract class DmctlCommand extends Command {
     return this.abortController.signal;
   }
 
+  /** Set once the command has returned or thrown (its `finally`). */
+  private finished = false;
+  /**
+   * Node exits with status 0 once nothing is left to run, even while the command still awaits a
+   * promise that can then never settle. That would report a backup that stopped half way, with no
+   * snapshot, as a success. It is a bug whenever it happens; this makes it a failure, said as such.
+   */
+  private readonly stallListener = () => {
+    if (this.finished || this.interrupting) return;
+    this.progressRenderer?.stop();
+    this.printError(
+      describeError(
+        new DmctlError('stalled', `internal error: \`${this.id ?? 'dmctl'}\` stopped before it finished: nothing it waited for could happen any more`, {
+          hint: 'this is a bug in dmctl, please report it; what the command did not finish was not committed (a backup that stops here writes no snapshot), and a lock it held is left as after a crash',
+          exitCode: EXIT_CODES.FAILURE,
+        }),
+      ),
+    );
+    process.exit(EXIT_CODES.FAILURE);
+  };
+
   override async init(): Promise<void> {
     await super.init();
     process.on('SIGINT', this.signalListener);
     process.on('SIGTERM', this.signalListener);
+    process.on('beforeExit', this.stallListener);
   }
 
   /** Same as oclif's parse; remembers the flags for settings(), logger and progress. */
@@ -363,6 +385,8 @@ export abstract class DmctlCommand extends Command {
   }
 
   override async finally(err: Error | undefined): Promise<void> {
+    this.finished = true;
+    process.off('beforeExit', this.stallListener);
     this.progressRenderer?.stop();
     process.off('SIGINT', this.signalListener);
     process.off('SIGTERM', this.signalListener);

@@ -228,6 +228,15 @@ export class FilePackBuilder {
     return b;
   }
 
+  /**
+   * Starts writing the blobs added since the last write now, without waiting for WRITE_BATCH bytes
+   * of them: their `written` callbacks come once that write is done. For blobs whose bytes are
+   * borrowed from a ring that others wait on: held until a batch fills, they could keep it full.
+   */
+  flush(): void {
+    this.flushBatch();
+  }
+
   private flushBatch(): void {
     if (!this.batch.length) return;
     const bufs = this.batch;

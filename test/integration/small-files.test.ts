@@ -10,7 +10,7 @@ import crypto from 'node:crypto';
 import { promises as fsp, mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { run, DMCTL_BIN, RESTIC_BIN } from '../support/run.js';
+import { run, DMCTL_BIN, RESTIC_BIN, dmctl, restic, toolEnv, ok } from '../support/run.js';
 import { fileDigests } from '../support/fixtures.js';
 import { MIN_SIZE } from '../../src/chunker/chunker.js';
 
@@ -89,4 +89,39 @@ test('a tree of small files backed up as another user: duplicates stored once, u
   assert.doesNotMatch(targets.stderr, /internal error/);
   for (const p of [secretSmall, secretBig]) assert.equal(targets.stderr.split('\n').filter((l) => l === `warning: ${p}: permission denied`).length, 1, `one warning for ${p}: ${targets.stderr}`);
   assert.match(targets.stdout.toString(), /snapshot \w+ saved/);
+});
+
+test('files whose sealed blobs are far smaller than the files: the backup finishes with a snapshot, restic restores it', async () => {
+  // Unique text that zstd shrinks ~20x: each batch takes room in the seal pool's output ring for its
+  // files' plain size, and gives it back once its blobs are written. The pack writer used to write
+  // small blobs only a megabyte at a time, so such regions stayed held until the whole ring was, and
+  // the backup stopped with exit status 0, no snapshot and its lock left (found in session 11).
+  const src = path.join(work, 'compressible');
+  await fsp.mkdir(path.join(src, 'small'), { recursive: true });
+  await fsp.mkdir(path.join(src, 'mid'), { recursive: true });
+  const text = (tag: string, size: number) => {
+    const lines: string[] = [];
+    let n = 0;
+    for (let i = 0; n < size; i++) {
+      const l = `${tag} line ${i} of a log that repeats itself a lot\n`;
+      lines.push(l);
+      n += l.length;
+    }
+    return Buffer.from(lines.join('')).subarray(0, size);
+  };
+  for (let i = 0; i < 200; i++) await fsp.writeFile(path.join(src, 'small', `f${i}.log`), text(`small ${i}`, 400 * 1024));
+  for (let i = 0; i < 10; i++) await fsp.writeFile(path.join(src, 'mid', `m${i}.log`), text(`mid ${i}`, 3900 * 1024));
+  const t = toolEnv(path.join(work, 'repo-compressible'), 'compressible-pw');
+  ok(await dmctl(t, ['repo', 'init']));
+  const b = await dmctl(t, ['backup', src, '--json']);
+  assert.equal(b.code, 0, b.stderr);
+  const summary = JSON.parse(b.stdout.toString());
+  assert.match(summary.snapshotId, /^[0-9a-f]{64}$/);
+  assert.equal(summary.totalFilesProcessed, 210);
+  assert.ok(summary.dataAddedPacked * 5 < summary.dataAdded, `stored ${summary.dataAddedPacked} bytes for ${summary.dataAdded}: the data must compress well for this test to mean anything`);
+  assert.deepEqual(await fsp.readdir(path.join(t.repo, 'locks')), [], 'the lock is released');
+  ok(await restic(t, ['check', '--read-data']));
+  const out = path.join(work, 'out-compressible');
+  ok(await restic(t, ['restore', summary.snapshotId, '--target', out]));
+  assert.deepEqual(await fileDigests(path.join(out, src)), await fileDigests(src));
 });
