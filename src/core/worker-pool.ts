@@ -42,6 +42,7 @@ export class WorkerPool {
   private readonly queue: { req: unknown; transfer: ArrayBuffer[]; p: Pending }[] = [];
   private nextJob = 1;
   private broken: Error | undefined;
+  private closing = false;
 
   constructor(file: URL, size: number, data?: unknown, resourceLimits?: ResourceLimits) {
     for (let i = 0; i < size; i++) {
@@ -91,7 +92,8 @@ export class WorkerPool {
     if (m.job !== slot.job || !slot.busy) return;
     const p = slot.busy;
     slot.busy = undefined;
-    slot.worker.unref();
+    // (not once closing: the worker stays referenced until it has exited, see close())
+    if (!this.closing) slot.worker.unref();
     if (m.ok) p.resolve(m.res);
     else p.reject(new Error(m.message));
     this.dispatch();
@@ -99,8 +101,17 @@ export class WorkerPool {
 
   /** Stops the workers (jobs in flight are rejected). */
   async close(): Promise<void> {
+    this.closing = true;
     this.broken ??= new Error('worker pool closed');
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    // Referenced until they have exited: terminate() of an unreferenced worker does not keep the
+    // event loop alive, so a caller awaiting it (restore-stream's clean-up after a failed write)
+    // could find nothing left to run and the process end half way, with status 0.
+    await Promise.all(
+      this.slots.map((s) => {
+        s.worker.ref();
+        return s.worker.terminate();
+      }),
+    );
   }
 }
 

@@ -98,7 +98,8 @@ export class SealPool {
         const w = slot.waiting.get(m.seq);
         if (!w) return;
         slot.waiting.delete(m.seq);
-        if (!slot.waiting.size) worker.unref();
+        // (not once closing: the worker stays referenced until it has exited, see close())
+        if (!slot.waiting.size && !this.closed) worker.unref();
         w.resolve(m);
       });
       const fail = (err: Error) => {
@@ -260,7 +261,15 @@ export class SealPool {
   async close(): Promise<void> {
     this.closed = true;
     this.broken ??= new Error('seal pool closed');
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    // Referenced until they have exited: terminate() of an unreferenced worker does not keep the
+    // event loop alive, so a caller awaiting it (restore-stream's clean-up after a failed write)
+    // could find nothing left to run and the process end half way, with status 0.
+    await Promise.all(
+      this.slots.map((s) => {
+        s.worker.ref();
+        return s.worker.terminate();
+      }),
+    );
     for (const s of this.slots) {
       for (const w of s.waiting.values()) w.reject(this.broken);
       s.waiting.clear();

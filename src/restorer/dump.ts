@@ -1,7 +1,6 @@
 // restore-stream: writes one file of a snapshot to a stream (stdout) in order, with read-ahead so
 // storage latency and decryption overlap with writing. Memory: the read-ahead window only.
 import { Writable } from 'node:stream';
-import { once } from 'node:events';
 import { WriteStream } from 'node:fs';
 import { DmctlError, IntegrityError, TargetError, UsageError, describeSystemError } from '../core/errors.js';
 import { SharedRing } from '../core/shared-ring.js';
@@ -231,20 +230,48 @@ class Output {
 
   /** Writes a chunk (waiting for 'drain' when the stream asks); `written` runs once the stream is done with it. */
   async write(chunk: Buffer, written?: () => void): Promise<void> {
-    if (this.err) throw outputError(this.err);
+    this.check();
     try {
-      if (!this.out.write(chunk, written && (() => written()))) await once(this.out, 'drain');
+      if (!this.out.write(chunk, written && (() => written()))) await this.drained();
     } catch (err) {
       throw outputError(this.err ?? err);
     }
+    this.check();
     this.bytes += chunk.length;
     this.progress({ phase: 'restore', bytesDone: this.bytes });
   }
 
+  /**
+   * Resolves on 'drain', or once the stream has failed or closed: a stream that failed (the reader
+   * of a pipe gone) never drains, and waiting for that alone left nothing to run, so that the
+   * process ended with status 0 half way through.
+   */
+  private drained(): Promise<void> {
+    if (this.err || this.out.destroyed) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        this.out.off('drain', done);
+        this.out.off('close', done);
+        this.out.off('error', done);
+        resolve();
+      };
+      this.out.on('drain', done);
+      this.out.on('close', done);
+      this.out.on('error', done);
+    });
+  }
+
+  /** Throws the stream's failure, if it has failed or been closed. */
+  private check(): void {
+    if (this.err) throw outputError(this.err);
+    if (this.out.destroyed) throw outputError(Object.assign(new Error('the output was closed'), { code: 'ERR_STREAM_DESTROYED' }));
+  }
+
   /** Resolves with the byte count once everything handed to the stream has been written (or has failed). */
   async finish(): Promise<number> {
+    this.check();
     await new Promise<void>((resolve) => this.out.write(Buffer.alloc(0), () => resolve()));
-    if (this.err) throw outputError(this.err);
+    this.check();
     return this.bytes;
   }
 }
