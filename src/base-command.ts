@@ -359,7 +359,9 @@ export abstract class DmctlCommand extends Command {
     this.progressRenderer?.stop();
     const handlers = [...this.interruptHandlers];
     this.interruptHandlers.clear();
-    const grace = new Promise<void>((r) => setTimeout(r, INTERRUPT_GRACE_MS).unref());
+    // (a referenced timer: were the clean-up left waiting on nothing, an empty event loop would
+    // end the process with status 0 before the exit below; this always ends in process.exit)
+    const grace = new Promise<void>((r) => setTimeout(r, INTERRUPT_GRACE_MS));
     await Promise.race([Promise.allSettled(handlers.map(async (h) => h())), grace]);
     this.printError(describeError(err));
     resolveDone();
