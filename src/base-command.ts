@@ -4,6 +4,7 @@
 
 import { Command, Errors, Flags, type Interfaces } from '@oclif/core';
 import { DmctlError, EXIT_CODES, InterruptedError } from './core/errors.js';
+import { releaseHeldLocks } from './core/held-locks.js';
 import type { ProgressFn } from './core/progress.js';
 import { type RepoSettings, type RepoFlagValues, resolveSettings } from './config/settings.js';
 import { phaseOutputLine } from './kanister/output.js';
@@ -362,7 +363,9 @@ export abstract class DmctlCommand extends Command {
     // (a referenced timer: were the clean-up left waiting on nothing, an empty event loop would
     // end the process with status 0 before the exit below; this always ends in process.exit)
     const grace = new Promise<void>((r) => setTimeout(r, INTERRUPT_GRACE_MS));
-    await Promise.race([Promise.allSettled(handlers.map(async (h) => h())), grace]);
+    // The command's own clean-up first, then any repository lock still held (backup, restore and
+    // the others hold theirs inside the operation, whose own release never runs: exit comes first).
+    await Promise.race([Promise.allSettled(handlers.map(async (h) => h())).then(() => releaseHeldLocks()), grace]);
     this.printError(describeError(err));
     resolveDone();
     process.exit(EXIT_CODES.INTERRUPTED);

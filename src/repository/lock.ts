@@ -14,6 +14,7 @@ import type { Repository } from './repository.js';
 import { currentUsername } from './key-file.js';
 import type { ProgressFn } from '../core/progress.js';
 import { localTimestamp } from './time.js';
+import { type HeldLock, dropLock, holdLock } from '../core/held-locks.js';
 
 export interface LockInfo {
   time: string;
@@ -112,7 +113,9 @@ export class RepoLock {
     public id: string,
     private readonly info: LockInfo,
     private readonly onLost?: (err: unknown) => void,
-  ) {}
+  ) {
+    holdLock(this);
+  }
 
   static async acquire(repo: Repository, opts: LockOptions): Promise<RepoLock> {
     const deadline = Date.now() + (opts.retryMs ?? 0);
@@ -129,11 +132,28 @@ export class RepoLock {
           uid: process.getuid?.() ?? 0,
           gid: process.getgid?.() ?? 0,
         };
-        const id = await repo.saveUnpacked('locks', encodeLock(info));
+        // From before it is written until the lock object below holds it (or it is removed again),
+        // an interrupt removes it: the file exists before saving it has returned.
+        const saving = repo.saveUnpacked('locks', encodeLock(info));
+        const early: HeldLock = {
+          release: async () => {
+            const written = await saving.catch(() => undefined);
+            if (written) await repo.backend.remove('locks', written).catch(() => {});
+          },
+        };
+        holdLock(early);
+        let id: string;
+        try {
+          id = await saving;
+        } catch (err) {
+          dropLock(early);
+          throw err;
+        }
         const written = Date.now();
         const reading = opts.loadIndex ? repo.loadIndex(opts.loadIndex).then(() => undefined, (err: unknown) => err ?? new Error('index load failed')) : undefined;
         if (opts.early && opts.loadIndex && !opts.retryMs && !(await reading)) {
           const l = new RepoLock(repo, id, info, opts.onLost);
+          dropLock(early);
           l.confirmed = l.confirm(written, opts.exclusive, opts.loadIndex);
           l.confirmed.catch(() => {}); // observed by the operation's gate and by release()
           return l;
@@ -142,6 +162,7 @@ export class RepoLock {
         const again = conflict(await loadLocks(repo, id), opts.exclusive);
         if (!again) {
           const l = new RepoLock(repo, id, info, opts.onLost);
+          dropLock(early);
           l.schedule();
           if (opts.loadIndex) {
             try {
@@ -158,6 +179,7 @@ export class RepoLock {
         }
         if (opts.loadIndex) repo.forgetIndex();
         await repo.backend.remove('locks', id).catch(() => {});
+        dropLock(early);
         if (Date.now() >= deadline) throw new LockedError(`repository is already locked ${describeLock(again)}`);
       } else if (Date.now() >= deadline) {
         throw new LockedError(`repository is already locked ${describeLock(holder)}`);
@@ -191,6 +213,7 @@ export class RepoLock {
     const again = conflict(await loadLocks(this.repo, this.id), exclusive);
     if (again) {
       this.released = true;
+      dropLock(this);
       await this.repo.backend.remove('locks', this.id).catch(() => {});
       throw new LockedError(`repository is already locked ${describeLock(again)}`);
     }
@@ -226,6 +249,7 @@ export class RepoLock {
     await this.confirmed.catch(() => {});
     if (this.released) return;
     this.released = true;
+    dropLock(this);
     if (this.timer) clearTimeout(this.timer);
     await this.repo.backend.remove('locks', this.id).catch(() => {});
   }

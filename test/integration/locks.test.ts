@@ -18,6 +18,9 @@ import { backup } from '../../src/archiver/archiver.js';
 import { restore } from '../../src/restorer/restorer.js';
 import { dumpFile } from '../../src/restorer/dump.js';
 import { Writable } from 'node:stream';
+import { spawn } from 'node:child_process';
+import { DMCTL_BIN } from '../support/run.js';
+import { GEN_STREAM } from '../support/proc.js';
 
 const work = mkdtempSync(path.join(os.tmpdir(), 'dmctl-locks-'));
 const src = path.join(work, 'src');
@@ -329,3 +332,53 @@ test('a conflicting lock found at the second check drops the index read while wa
 async function decodeIndexFile(repo: Repository, id: string): Promise<IndexFile> {
   return decodeIndex(await repo.loadUnpacked('index', id), id);
 }
+
+/** Lock files in the repository. */
+async function lockNames(): Promise<string[]> {
+  return (await fsp.readdir(path.join(t.repo, 'locks'))).filter((n) => /^[0-9a-f]{64}$/.test(n));
+}
+
+/**
+ * Starts dmctl (stdin from gen-stream with `gen`), waits until it has written its lock, sends
+ * `sig`, and resolves with its exit status and stderr.
+ */
+async function interruptOnceLocked(args: string[], sig: NodeJS.Signals, gen?: string[]): Promise<{ code: number | null; stderr: string; lockSeen: boolean }> {
+  const g = gen ? spawn(process.execPath, [GEN_STREAM, ...gen], { stdio: ['ignore', 'pipe', 'inherit'] }) : undefined;
+  const env: NodeJS.ProcessEnv = { ...process.env, DM_REPOSITORY: t.repo, DM_PASSWORD: t.password, HOME: t.home, NO_COLOR: '1' };
+  delete env.DM_PASSWORD_FILE;
+  const child = spawn(process.execPath, [DMCTL_BIN, ...args], { env, stdio: [g ? g.stdout! : 'ignore', 'ignore', 'pipe'] });
+  g?.stdout?.destroy();
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  const before = new Set(await lockNames());
+  let lockSeen = false;
+  for (let i = 0; i < 1500 && child.exitCode === null; i++) {
+    if ((await lockNames()).some((n) => !before.has(n))) {
+      lockSeen = true;
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  child.kill(sig);
+  const code = await exited;
+  g?.kill('SIGKILL');
+  return { code, stderr, lockSeen };
+}
+
+test('SIGTERM or SIGINT while a backup holds its lock: exit 130, the lock removed (as restic does), no snapshot', async () => {
+  const snapsBefore = (await fsp.readdir(path.join(t.repo, 'snapshots'))).length;
+  const cases: { what: string; args: string[]; sig: NodeJS.Signals; gen?: string[] }[] = [
+    { what: 'backup-stream', args: ['backup-stream', '--name', 'long.bin'], sig: 'SIGTERM', gen: ['2G', '--seed', 'interrupt'] },
+    { what: 'backup-stream (SIGINT)', args: ['backup-stream', '--name', 'long2.bin'], sig: 'SIGINT', gen: ['2G', '--seed', 'interrupt-2'] },
+  ];
+  for (const c of cases) {
+    const r = await interruptOnceLocked(c.args, c.sig, c.gen);
+    assert.ok(r.lockSeen, `${c.what}: its lock was never seen (it ended first: ${r.stderr})`);
+    assert.equal(r.code, 130, `${c.what}: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`interrupted by ${c.sig}`));
+    assert.deepEqual(await lockNames(), [], `${c.what}: the lock is removed on ${c.sig}`);
+  }
+  assert.equal((await fsp.readdir(path.join(t.repo, 'snapshots'))).length, snapsBefore, 'no snapshot from the interrupted runs');
+  ok(await restic(t, ['check']));
+});
