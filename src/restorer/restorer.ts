@@ -422,16 +422,13 @@ export class Restorer {
 
   private async dispatchData(jobs: FileJob[], batchWrites: Set<Promise<void>>): Promise<void> {
     this.startWorkers();
-    // Empty files first.
+    // Packs are read while the lock is still being checked again (reading changes nothing); the
+    // target is touched only once it has opened.
+    const empty: FileJob[] = [];
     const byPack = new Map<string, Map<string, PackEntry>>();
     for (const job of jobs) {
       if (job.blobs.length === 0) {
-        try {
-          createWhole(job.path, Buffer.alloc(0));
-        } catch (err) {
-          this.targetError(job.path, err);
-        }
-        await this.finishJob(job);
+        empty.push(job);
         continue;
       }
       for (const b of job.blobs) {
@@ -447,20 +444,31 @@ export class Restorer {
         e.uses.push({ job, offset: b.offset });
       }
     }
-    for (const job of jobs) {
-      if (job.failed && job.blobs.length) {
-        this.fail(job.path, new IntegrityError(job.failed, { hint: 'run `dmctl check`' }));
-        // blobs of this job that are in the index still arrive; the job is removed when they do.
-        const known = job.blobs.filter((b) => this.repo.index.lookup('data', b.id)).length;
-        job.remaining = known;
-        if (known === 0) await this.finishJob(job);
+    const unindexed = async () => {
+      await this.opened();
+      for (const job of empty) {
+        try {
+          createWhole(job.path, Buffer.alloc(0));
+        } catch (err) {
+          this.targetError(job.path, err);
+        }
+        await this.finishJob(job);
       }
-    }
+      for (const job of jobs) {
+        if (job.failed && job.blobs.length) {
+          this.fail(job.path, new IntegrityError(job.failed, { hint: 'run `dmctl check`' }));
+          // blobs of this job that are in the index still arrive; the job is removed when they do.
+          const known = job.blobs.filter((b) => this.repo.index.lookup('data', b.id)).length;
+          job.remaining = known;
+          if (known === 0) await this.finishJob(job);
+        }
+      }
+    };
     // Regions of every pack, in pack order, read a few at a time (regions of one pack too: a pack's
     // data in 4 MiB regions one after another was a request's latency each on remote storage).
     const regions = [...byPack.entries()].flatMap(([packId, blobs]) => regionsOf(packId, blobs));
     // Local reads: two at a time is enough to keep both cores busy; remote ones hide latency.
-    await mapLimit(regions, spoolingOf(this.repo.backend) ? 2 : Math.max(2, Math.min(4, this.repo.backend.connections)), async (r) => {
+    const reading = mapLimit(regions, spoolingOf(this.repo.backend) ? 2 : Math.max(2, Math.min(4, this.repo.backend.connections)), async (r) => {
       // After a fatal error (target full, read-only) every worker stops, so the clean-up in run()
       // does not race with writes still going on.
       if (this.abortErr) return;
@@ -470,6 +478,9 @@ export class Restorer {
         this.abortErr ??= err;
       }
     });
+    const [a, b] = await Promise.allSettled([unindexed(), reading]);
+    if (a.status === 'rejected') throw a.reason;
+    if (b.status === 'rejected') throw b.reason;
   }
 
   private async restoreRegionOf(r: Region, batchWrites: Set<Promise<void>>): Promise<void> {
@@ -479,6 +490,7 @@ export class Restorer {
     try {
       ({ buf, release } = await this.readRegion(packId, r.start, r.end - r.start));
     } catch (err) {
+      await this.opened(); // (a read failed before the lock's check: a prune may explain it)
       // A storage that stays unavailable (retries spent, access denied...) ends the restore; a
       // missing or truncated pack is damage to this pack's files only.
       if (isStorageOutage(err)) throw err;
@@ -502,6 +514,7 @@ export class Restorer {
       return;
     }
     try {
+      await this.opened();
       await this.dispatch(packId, buf, r.start, r.items, batchWrites, release);
     } catch (err) {
       // A target error before the region went to a worker (creating a file failed): the ring
@@ -680,13 +693,13 @@ export class Restorer {
    * the order backups wrote their blobs, so batches mostly touch different packs.
    */
   private async flushBatch(): Promise<void> {
-    await this.opened();
+    // (The target opens once the lock's check has passed; the batch's packs may be read before.)
     // The previous batch must have handed out its regions (not finished them: its last regions are
     // written while this batch's first ones are read, so the workers do not drain between batches).
     await this.batchDispatched;
     if (this.batchFailure) throw this.batchFailure;
     const jobs = this.jobs;
-    if (!jobs.length) return;
+    if (!jobs.length) return void (await this.opened());
     this.jobs = [];
     this.batchBytes = 0;
     let dispatched!: () => void;
