@@ -1,7 +1,8 @@
 // From resolved settings to an open Backend / Repository: the one place commands get them from.
 import { Backend, spoolingOf } from '../storage/backend.js';
 import { RepoCache } from '../repository/cache.js';
-import type { RepoLocation } from '../storage/url.js';
+import { parseRepositoryUrl, type RepoLocation } from '../storage/url.js';
+import { cachedKey, rememberKey } from '../repository/key-cache.js';
 import { parseProfile, profileLocation, profileOptions } from '../kanister/profile.js';
 import { openBackend, BackendOptions } from '../storage/open.js';
 import { Repository, InitOptions } from '../repository/repository.js';
@@ -40,16 +41,27 @@ export async function openBackendFromSettings(s: RepoSettings): Promise<Backend>
 }
 
 export async function openRepositoryFromSettings(s: RepoSettings): Promise<Repository> {
-  const be = await openBackendFromSettings(s);
-  const password = await s.password();
+  const { location, opts } = await repositoryLocation(s);
+  const loc = typeof location === 'string' ? parseRepositoryUrl(location) : location;
+  // Remote repositories: with a password that needs no prompt, the scrypt of the key file that
+  // opened this location last time runs while the storage SDK loads (key-cache.ts).
+  const cacheDir = loc.scheme === 'local' ? undefined : s.cacheDir;
+  const locationKey = `${loc.scheme}|${loc.display}|${loc.scheme === 'rest' ? (loc.username ?? '') : ''}`;
+  let password = cacheDir && s.passwordSource ? await s.password() : undefined;
+  const preferredKey = cacheDir && password ? cachedKey(cacheDir, locationKey, password) : undefined;
   let repo: Repository;
   try {
-    repo = await Repository.open(be, password);
+    const be = await openBackend(loc, opts);
+    password ??= await s.password();
+    let opened: { keyId: string; raw: Buffer } | undefined;
+    repo = await Repository.open(be, password, { preferredKey, onKeyFile: (keyId, raw) => (opened = { keyId, raw }) });
+    if (cacheDir && opened) await rememberKey(cacheDir, locationKey, opened.keyId, opened.raw);
   } finally {
-    password.fill(0);
+    await preferredKey; // (it never rejects; the password is zeroed once its scrypt has it)
+    password?.fill(0);
   }
   // Remote repositories get a local cache of index files and tree packs; a local one is its own.
-  if (s.cacheDir && !spoolingOf(be)) repo.cache = await RepoCache.open(s.cacheDir, repo.config.id);
+  if (s.cacheDir && !spoolingOf(repo.backend)) repo.cache = await RepoCache.open(s.cacheDir, repo.config.id);
   return repo;
 }
 

@@ -92,7 +92,10 @@ export async function addKey(
 }
 
 export async function loadKeyFile(be: Backend, id: string): Promise<KeyFile> {
-  const raw = await be.load('keys', id);
+  return parseKeyFile(id, await be.load('keys', id));
+}
+
+function parseKeyFile(id: string, raw: Buffer): KeyFile {
   try {
     return JSON.parse(raw.toString('utf8')) as KeyFile;
   } catch {
@@ -100,9 +103,9 @@ export async function loadKeyFile(be: Backend, id: string): Promise<KeyFile> {
   }
 }
 
-/** Tries to unwrap the master key from one key file; undefined when the password does not fit. */
-export async function tryKey(be: Backend, id: string, password: string | Buffer): Promise<MasterKey | undefined> {
-  const kf = await loadKeyFile(be, id);
+/** Unwraps the master key from a key file's bytes; undefined when the password does not fit. */
+export async function keyFromBytes(id: string, raw: Buffer, password: string | Buffer): Promise<MasterKey | undefined> {
+  const kf = parseKeyFile(id, raw);
   checkParams(kf);
   const salt = Buffer.from(kf.salt, 'base64');
   if (salt.length !== 64) throw new IntegrityError(`key file ${id.slice(0, 10)}: salt is not 64 bytes`);
@@ -117,15 +120,33 @@ export async function tryKey(be: Backend, id: string, password: string | Buffer)
   return parseMasterKeyJson(plain.toString('utf8'));
 }
 
+/** Tries to unwrap the master key from one key file; undefined when the password does not fit. */
+export async function tryKey(be: Backend, id: string, password: string | Buffer): Promise<MasterKey | undefined> {
+  return (await tryKeyRaw(be, id, password)).master;
+}
+
+async function tryKeyRaw(be: Backend, id: string, password: string | Buffer): Promise<{ master?: MasterKey; raw: Buffer }> {
+  const raw = await be.load('keys', id);
+  return { master: await keyFromBytes(id, raw, password), raw };
+}
+
+/** A key already unwrapped from a local copy of one of the repository's key files (key-cache.ts). */
+export interface PreferredKey {
+  keyId: string;
+  master: MasterKey;
+}
+
 /**
  * Finds the key file that `password` opens (hint first, at most MAX_KEYS_TRIED like restic unless `all`).
  * Throws NoRepositoryError when there are no keys, WrongPasswordError when none fits.
+ * A `preferred` key is taken when its file is listed in the repository (a removed key file opens
+ * nothing, whatever a local copy of it says); `raw` is the key file read otherwise.
  */
 export async function findKey(
   be: Backend,
   password: string | Buffer,
-  opts: { hint?: string; all?: boolean } = {},
-): Promise<{ master: MasterKey; keyId: string }> {
+  opts: { hint?: string; all?: boolean; preferred?: Promise<PreferredKey | undefined> } = {},
+): Promise<{ master: MasterKey; keyId: string; raw?: Buffer }> {
   let ids: string[];
   try {
     ids = (await listAll(be, 'keys')).map((f) => f.name);
@@ -134,6 +155,8 @@ export async function findKey(
     throw err;
   }
   if (ids.length === 0) throw new NoRepositoryError(be.location);
+  const preferred = await opts.preferred?.catch(() => undefined);
+  if (preferred && ids.includes(preferred.keyId) && (!opts.hint || preferred.keyId.startsWith(opts.hint))) return preferred;
   if (opts.hint) {
     const h = ids.find((i) => i.startsWith(opts.hint!));
     if (h) ids = [h, ...ids.filter((i) => i !== h)];
@@ -142,8 +165,8 @@ export async function findKey(
   let lastErr: unknown;
   for (const id of ids) {
     try {
-      const master = await tryKey(be, id, password);
-      if (master) return { master, keyId: id };
+      const { master, raw } = await tryKeyRaw(be, id, password);
+      if (master) return { master, keyId: id, raw };
     } catch (err) {
       if (err instanceof DmctlError && !(err instanceof IntegrityError)) throw err;
       lastErr = err; // a damaged key file must not hide a good one

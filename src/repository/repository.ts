@@ -12,7 +12,7 @@ import { MasterKey, newMasterKey, openAsync, sealAsync, sha256hexAsync } from '.
 import { compress, decompress, looksCompressed, ZSTD_LEVEL, ZSTD_LEVEL_MAX } from './compression.js';
 import { RepoConfig, newConfig, openConfig, saveConfig } from './config-file.js';
 import { IndexPack, MasterIndex, decodeIndex, encodeIndex, BlobLocation } from './index-file.js';
-import { addKey, findKey } from './key-file.js';
+import { addKey, findKey, type PreferredKey } from './key-file.js';
 import { BlobType, PackBuilder, FilePackBuilder, removeStaleSpool } from './pack.js';
 import { RepoCache } from './cache.js';
 import { SealPool, type FileBatch, type HashedChunk } from './seal-pool.js';
@@ -41,6 +41,10 @@ export interface InitOptions {
 
 export interface OpenOptions {
   keyHint?: string;
+  /** A key unwrapped meanwhile from a local copy of a key file (see findKey). */
+  preferredKey?: Promise<PreferredKey | undefined>;
+  /** Called with the key file that opened the repository when it was read from the repository. */
+  onKeyFile?: (keyId: string, raw: Buffer) => void;
 }
 
 /**
@@ -106,7 +110,7 @@ export class Repository {
       (b) => ({ b }),
       (err: unknown) => ({ err }),
     );
-    const key = findKey(be, password, { hint: opts.keyHint }).then(
+    const key = findKey(be, password, { hint: opts.keyHint, preferred: opts.preferredKey }).then(
       (k) => ({ k }),
       (err: unknown) => ({ err }),
     );
@@ -117,7 +121,9 @@ export class Repository {
     }
     const k = await key;
     if ('err' in k) throw k.err;
-    return new Repository(be, k.k.master, k.k.keyId, openConfig(k.k.master, r.b));
+    const repo = new Repository(be, k.k.master, k.k.keyId, openConfig(k.k.master, r.b));
+    if (k.k.raw) opts.onKeyFile?.(k.k.keyId, k.k.raw);
+    return repo;
   }
 
   // ---- unpacked files (index, snapshots, locks)

@@ -189,3 +189,58 @@ test('check reads the repository, not the cache: a damaged tree pack in the repo
   }
   ok(await dm(['check', '--read-data']));
 });
+
+/** The cached copies of key files (DIR/keys/*): [key ID, body] each. */
+async function keyCopies(): Promise<{ file: string; id: string; body: Buffer }[]> {
+  const dir = path.join(cacheRoot, 'keys');
+  const out: { file: string; id: string; body: Buffer }[] = [];
+  for (const n of await fsp.readdir(dir).catch(() => [] as string[])) {
+    const raw = await fsp.readFile(path.join(dir, n));
+    const nl = raw.indexOf(0x0a);
+    out.push({ file: path.join(dir, n), id: raw.subarray(0, nl).toString(), body: raw.subarray(nl + 1) });
+  }
+  return out;
+}
+
+const keyReads = (mark: number) => proxy.recorded.slice(mark).filter((r) => r.method === 'GET' && /\/keys\/[0-9a-f]{64}$/.test(r.url)).map((r) => r.url);
+
+test('the key file that opened the repository is kept (0600, byte for byte) and the next open reads no key file', async () => {
+  ok(await dm(['snapshots']));
+  const copies = await keyCopies();
+  assert.equal(copies.length, 1);
+  const { file, id, body } = copies[0]!;
+  assert.ok(body.equals(await fsp.readFile(path.join(rest.dir, 'keys', id))), 'the copy is the repository key file');
+  assert.equal((await fsp.stat(file)).mode & 0o777, 0o600);
+  const mark = proxy.recorded.length;
+  ok(await dm(['snapshots']));
+  assert.deepEqual(keyReads(mark), []);
+  // Without a cache the key file is read as usual.
+  const mark2 = proxy.recorded.length;
+  ok(await dm(['snapshots', '--no-cache']));
+  assert.deepEqual(keyReads(mark2), [`/keys/${id}`]);
+});
+
+test('a copy of a removed key opens nothing, and a copy that is not a key file is ignored', async () => {
+  const pw2 = path.join(work, 'second-pw');
+  await fsp.writeFile(pw2, 'second-password\n');
+  const added = json<{ id: string }>(ok(await dm(['key', 'add', '--new-password-file', pw2, '--json']))).id;
+  ok(await dm(['snapshots'], { DM_PASSWORD: 'second-password' }));
+  const copy = (await keyCopies())[0]!;
+  assert.equal(copy.id, added, 'the second password opened with the added key');
+  const saved = await fsp.readFile(copy.file);
+  ok(await dm(['key', 'remove', added.slice(0, 12)]));
+  // The key is gone from the repository; its copy is put back in the cache: it must not open it.
+  await fsp.writeFile(copy.file, saved, { mode: 0o600 });
+  const r = await dm(['snapshots'], { DM_PASSWORD: 'second-password' });
+  assert.equal(r.code, 12, r.stderr);
+  // A copy whose bytes are not what its name says (edited or truncated) is not used.
+  ok(await dm(['snapshots']));
+  const good = (await keyCopies())[0]!;
+  const edited = Buffer.from(await fsp.readFile(good.file));
+  edited[edited.length - 5] ^= 0x01;
+  await fsp.writeFile(good.file, edited);
+  const mark = proxy.recorded.length;
+  ok(await dm(['snapshots']));
+  assert.deepEqual(keyReads(mark), [`/keys/${good.id}`]);
+  assert.ok((await keyCopies())[0]!.body.equals(good.body), 'the good copy is written again');
+});
