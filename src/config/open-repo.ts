@@ -40,22 +40,26 @@ export async function openBackendFromSettings(s: RepoSettings): Promise<Backend>
   return openBackend(location, opts);
 }
 
+/** What the cached key file of a location is filed under (no secrets: `display` has none). */
+function locationKey(loc: RepoLocation): string {
+  return `${loc.scheme}|${loc.display}|${loc.scheme === 'rest' ? (loc.username ?? '') : ''}`;
+}
+
 export async function openRepositoryFromSettings(s: RepoSettings): Promise<Repository> {
   const { location, opts } = await repositoryLocation(s);
   const loc = typeof location === 'string' ? parseRepositoryUrl(location) : location;
   // Remote repositories: with a password that needs no prompt, the scrypt of the key file that
   // opened this location last time runs while the storage SDK loads (key-cache.ts).
   const cacheDir = loc.scheme === 'local' ? undefined : s.cacheDir;
-  const locationKey = `${loc.scheme}|${loc.display}|${loc.scheme === 'rest' ? (loc.username ?? '') : ''}`;
   let password = cacheDir && s.passwordSource ? await s.password() : undefined;
-  const preferredKey = cacheDir && password ? cachedKey(cacheDir, locationKey, password) : undefined;
+  const preferredKey = cacheDir && password ? cachedKey(cacheDir, locationKey(loc), password) : undefined;
   let repo: Repository;
   try {
     const be = await openBackend(loc, opts);
     password ??= await s.password();
     let opened: { keyId: string; raw: Buffer } | undefined;
     repo = await Repository.open(be, password, { preferredKey, onKeyFile: (keyId, raw) => (opened = { keyId, raw }) });
-    if (cacheDir && opened) await rememberKey(cacheDir, locationKey, opened.keyId, opened.raw);
+    if (cacheDir && opened) await rememberKey(cacheDir, locationKey(loc), opened.keyId, opened.raw);
   } finally {
     await preferredKey; // (it never rejects; the password is zeroed once its scrypt has it)
     password?.fill(0);
@@ -66,13 +70,20 @@ export async function openRepositoryFromSettings(s: RepoSettings): Promise<Repos
 }
 
 export async function initRepositoryFromSettings(s: RepoSettings, opts: InitOptions = {}): Promise<Repository> {
-  const be = await openBackendFromSettings(s);
+  const { location, opts: beOpts } = await repositoryLocation(s);
+  const loc = typeof location === 'string' ? parseRepositoryUrl(location) : location;
+  const be = await openBackend(loc, beOpts);
   const password = await s.password({ confirm: true });
+  const cacheDir = loc.scheme === 'local' ? undefined : s.cacheDir;
+  let written: { keyId: string; raw: Buffer } | undefined;
   try {
     // The bucket / container first: Repository.init looks for an existing config before it creates
     // the layout, and on a missing bucket that look fails with bucket-missing (create is idempotent).
     await be.create();
-    return await Repository.init(be, password, opts);
+    const repo = await Repository.init(be, password, { ...opts, onKeyFile: (keyId, raw) => (written = { keyId, raw }) });
+    // (the first backup then opens it as the next runs will: see openRepositoryFromSettings)
+    if (cacheDir && written) await rememberKey(cacheDir, locationKey(loc), written.keyId, written.raw);
+    return repo;
   } finally {
     password.fill(0);
   }

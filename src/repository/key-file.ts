@@ -68,7 +68,7 @@ export async function addKey(
   be: Backend,
   master: MasterKey,
   password: string | Buffer,
-  opts: { username?: string; hostname?: string; params?: ScryptParams } = {},
+  opts: { username?: string; hostname?: string; params?: ScryptParams; onWritten?: (id: string, bytes: Buffer) => void } = {},
 ): Promise<string> {
   const params = opts.params ?? DEFAULT_SCRYPT;
   const salt = crypto.randomBytes(64);
@@ -88,6 +88,7 @@ export async function addKey(
   const bytes = Buffer.from(JSON.stringify(kf));
   const id = sha256hex(bytes);
   await be.save('keys', id, bytes);
+  opts.onWritten?.(id, bytes);
   return id;
 }
 

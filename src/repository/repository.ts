@@ -37,6 +37,8 @@ export interface InitOptions {
   polynomial?: bigint;
   username?: string;
   hostname?: string;
+  /** Called with the key file written for the new repository. */
+  onKeyFile?: (keyId: string, raw: Buffer) => void;
 }
 
 export interface OpenOptions {
@@ -97,7 +99,7 @@ export class Repository {
     }
     await be.create();
     const master = newMasterKey();
-    const keyId = await addKey(be, master, password, { username: opts.username, hostname: opts.hostname ?? os.hostname() });
+    const keyId = await addKey(be, master, password, { username: opts.username, hostname: opts.hostname ?? os.hostname(), onWritten: opts.onKeyFile });
     const config = newConfig(opts.version ?? 2, opts.polynomial ?? randomPolynomial());
     await saveConfig(be, master, config);
     return new Repository(be, master, keyId, config);

@@ -244,3 +244,17 @@ test('a copy of a removed key opens nothing, and a copy that is not a key file i
   assert.deepEqual(keyReads(mark), [`/keys/${good.id}`]);
   assert.ok((await keyCopies())[0]!.body.equals(good.body), 'the good copy is written again');
 });
+
+test('repo init keeps the key file it wrote, so that the first backup reads no key file', async () => {
+  const other: ToolEnv = { ...t, repo: `rest:${proxy.url.replace(/\/?$/, '/')}second-repo/` };
+  const otherCache = path.join(work, 'init-cache');
+  ok(await dmctl(other, ['repo', 'init'], { env: { DM_CACHE_DIR: otherCache } }));
+  const names = await fsp.readdir(path.join(otherCache, 'keys'));
+  assert.equal(names.length, 1);
+  const raw = await fsp.readFile(path.join(otherCache, 'keys', names[0]!));
+  const id = raw.subarray(0, 64).toString();
+  assert.ok(raw.subarray(65).equals(await fsp.readFile(path.join(rest.dir, 'second-repo', 'keys', id))));
+  const mark = proxy.recorded.length;
+  ok(await dmctl(other, ['backup', src], { env: { DM_CACHE_DIR: otherCache } }));
+  assert.deepEqual(keyReads(mark), []);
+});
