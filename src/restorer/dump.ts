@@ -76,11 +76,16 @@ async function writeLoaded(repo: Repository, content: string[], out: Writable, p
 /**
  * Ciphertext read with one request (a run of blobs stored one after the other, as a stream's are),
  * and the plaintext of one run; the two rings hold the runs in flight.
+ *
+ * Measured on a 365 MiB SQL dump and a 300 MiB random stream (alternating runs): runs of 2 MiB
+ * (4 MiB plain) into a 16 MiB output ring peak ~25 MB lower than runs of 4/8 MiB into a 32 MiB
+ * ring, and are no slower. The input ring stays at twice the largest chunk: with 8 MiB a chunk of
+ * incompressible data over 4 MiB missed the ring and took a buffer of its own (+60 MB peak).
  */
-const RUN_MAX = 4 * 1024 * 1024;
-const RUN_PLAIN_MAX = 8 * 1024 * 1024;
+const RUN_MAX = 2 * 1024 * 1024;
+const RUN_PLAIN_MAX = 4 * 1024 * 1024;
 const IN_RING = 16 * 1024 * 1024;
-const OUT_RING = 32 * 1024 * 1024;
+const OUT_RING = 16 * 1024 * 1024;
 /** Runs read and decoded ahead of the one being written. */
 const RUNS_AHEAD = 6;
 
