@@ -7,8 +7,12 @@
 import { MAX_SIZE } from '../chunker/chunker.js';
 import { SharedRing } from '../core/shared-ring.js';
 
-/** Ring size: room for the largest chunk, one read, and the chunks the workers are busy with. */
-export const RING_SIZE = 2 * MAX_SIZE;
+/**
+ * Ring size: room for the largest chunk, one read, and the chunks the workers are busy with. 10 MiB
+ * instead of 16: with the 10 MiB output ring, a stream's peak went from 137-143 MB to 125-129 MB
+ * (365 MiB SQL dump, alternating runs) in the same time; a tree backup's time did not change.
+ */
+export const RING_SIZE = MAX_SIZE + 2 * 1024 * 1024;
 /** Bytes asked of the source per read. */
 export const RING_READ = 1024 * 1024;
 /** Rings kept for reuse (one per concurrent big file or stream; more wait). */

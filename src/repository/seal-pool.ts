@@ -24,8 +24,8 @@ export interface Sealed {
   written: () => void;
 }
 
-/** Output ring: room for the largest sealed chunk and the blobs waiting to be written. */
-const OUT_RING = 16 * 1024 * 1024;
+/** Output ring: room for the largest sealed chunk (sealBound(MAX_SIZE)) and the blobs waiting to be written. */
+const OUT_RING = 10 * 1024 * 1024;
 
 export { sealBound };
 
