@@ -151,3 +151,97 @@ test('lookups of unknown, malformed and wrong-type IDs; clear() and loading agai
   assert.equal(idx.count(), 300);
   assert.deepEqual(idx.packs.get(p.id), p.blobs.map((b) => ({ ...b, packId: p.id })));
 });
+
+test('index files as restic writes them are read by the byte scanner, whatever the whitespace and key order', () => {
+  const p1 = randomPack(500);
+  const p2 = randomPack(3);
+  const plain = encodeIndex({ supersedes: [hex(), hex()], packs: [p1, p2] });
+  const shapes: [string, Buffer][] = [
+    ['as restic writes it', plain],
+    ['empty', Buffer.from('{"packs":[]}\n')],
+    ['no keys', Buffer.from('{}')],
+    ['legacy list', Buffer.from(JSON.stringify([{ id: p2.id, blobs: p2.blobs.map((b) => ({ id: b.id, type: b.type, offset: b.offset, length: b.length })) }]))],
+    ['indented, keys reordered', Buffer.from(JSON.stringify({ packs: [p1, p2].map((p) => ({ blobs: p.blobs.map((b) => ({ length: b.length, offset: b.offset, ...(b.uncompressedLength ? { uncompressed_length: b.uncompressedLength } : {}), type: b.type, id: b.id })), id: p.id })) }, null, '\t').replace(/\n/g, '\r\n'))],
+  ];
+  for (const [what, bytes] of shapes) {
+    const fast = new MasterIndex();
+    const slow = new MasterIndex();
+    fast.addIndexBytes('f', bytes);
+    slow.addFile('f', decodeIndex(bytes));
+    assert.equal(fast.scanned, 1, `${what}: read by the scanner`);
+    assertSame(fast, slow, [decodeIndex(bytes)]);
+  }
+  // an escape, an unknown key or a key given twice: JSON.parse's reading, the same answers
+  const odd = [
+    plain.toString().replace(`"id":"${p2.id}"`, `"\\u0069d":"${p2.id}"`),
+    plain.toString().replace('"packs":', '"x":{"y":[1,"]"]},"packs":'),
+    plain.toString().replace(`"id":"${p2.blobs[0]!.id}",`, `"id":"${hex()}","id":"${p2.blobs[0]!.id}",`),
+    plain.toString().replace('"offset":0,', '"offset":0.0,'),
+  ].map((t) => Buffer.from(t));
+  for (const bytes of odd) {
+    const fast = new MasterIndex();
+    const slow = new MasterIndex();
+    fast.addIndexBytes('f', bytes);
+    slow.addFile('f', decodeIndex(bytes));
+    assert.equal(fast.scanned, 0);
+    assertSame(fast, slow, [decodeIndex(bytes)]);
+  }
+});
+
+test('damaged index bytes: the scanner never accepts or reads what JSON.parse would not (500 random byte edits)', () => {
+  const base = encodeIndex({ supersedes: [hex()], packs: [randomPack(6), randomPack(4)] });
+  const alphabet = Buffer.from('{}[]:,"0123456789abcdef xyz-.eE\\\n');
+  const b = base.toString();
+  // edits that JSON.parse rejects or reads its own way, then random ones
+  const chosen = [
+    b.replace('"offset":0,', '"offset":00,'),
+    b.replace('"offset":0,', '"offset":-0,'),
+    b.replace('"offset":0,', '"offset":1e3,'),
+    b.replace('"offset":0,', '"offset":12345678901234567890,'),
+    b.replace('"type":"data"', '"type":"da\tta"'),
+    b.replace('"type":"data"', '"type":"da\\u0074a"'),
+    b.replace(']}]}', ']},]}'),
+    b.replace('"packs":[', `"packs":[{"id":"${hex()}","blobs":[]}],"packs":[`),
+    `${b} x`,
+    `\ufeff${b}`,
+  ].map((t) => Buffer.from(t));
+  let accepted = 0;
+  let rejected = 0;
+  for (let n = 0; n < 500 + chosen.length; n++) {
+    let text = Buffer.from(base);
+    if (n < chosen.length) text = chosen[n]!;
+    else {
+      const edits = 1 + crypto.randomInt(3);
+      for (let e = 0; e < edits; e++) {
+        const at = crypto.randomInt(text.length);
+        const c = alphabet[crypto.randomInt(alphabet.length)]!;
+        const kind = crypto.randomInt(3);
+        if (kind === 0) text[at] = c;
+        else if (kind === 1) text = Buffer.concat([text.subarray(0, at), Buffer.from([c]), text.subarray(at)]);
+        else text = Buffer.concat([text.subarray(0, at), text.subarray(at + 1)]);
+      }
+    }
+    let reference: IndexFile | undefined;
+    let expected: Error | undefined;
+    try {
+      reference = decodeIndex(text, 'index x');
+    } catch (err) {
+      expected = err as Error;
+    }
+    const fast = new MasterIndex();
+    if (expected) {
+      assert.throws(() => fast.addIndexBytes('x', text, 'index x'), (err: unknown) => err instanceof IntegrityError && err.message === expected!.message, text.toString());
+      assert.equal(fast.count(), 0);
+      assert.equal(fast.packs.size, 0);
+      rejected++;
+    } else {
+      fast.addIndexBytes('x', text, 'index x');
+      const slow = new MasterIndex();
+      slow.addFile('x', reference!);
+      assertSame(fast, slow, [reference!]);
+      accepted++;
+    }
+  }
+  // both outcomes were exercised
+  assert.ok(accepted > 20 && rejected > 20, `accepted ${accepted}, rejected ${rejected}`);
+});
