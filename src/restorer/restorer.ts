@@ -722,7 +722,12 @@ export class Restorer {
         await this.removeUnfinished(jobs);
         throw err;
       }
-      if (this.opts.verify) this.verified += await this.verify(jobs);
+      // (not `this.verified += await …`: that reads the count before the await, and batches
+      // verified at the same time overwrote each other's counts)
+      if (this.opts.verify) {
+        const n = await this.verify(jobs);
+        this.verified += n;
+      }
     })();
     // Settles when every batch so far has; the first failure is the one reported.
     const before = this.batchDone;

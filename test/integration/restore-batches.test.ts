@@ -46,8 +46,11 @@ test('a restore of three batches is exact, and damage in the last batch names on
   await backup(repo, { paths: [src], host: 'h' });
 
   const t1 = path.join(work, 't1');
-  const r1 = await restore(repo, { snapshot: 'latest', target: t1 });
+  const r1 = await restore(repo, { snapshot: 'latest', target: t1, verify: true });
   assert.equal(r1.files, FILES);
+  // --verify re-read every file of every batch (the batches' counts were once lost to each other)
+  assert.equal(r1.verified, FILES);
+  assert.equal(r1.errors.length, 0);
   assert.deepEqual(await digests(path.join(t1, src)), want);
 
   // Damage one data pack holding files of the last directory (restored in the last batch).
