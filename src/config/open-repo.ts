@@ -1,5 +1,6 @@
 // From resolved settings to an open Backend / Repository: the one place commands get them from.
 import { Backend, spoolingOf } from '../storage/backend.js';
+import { NoRepositoryError, isNotFound } from '../core/errors.js';
 import { RepoCache } from '../repository/cache.js';
 import { parseRepositoryUrl, type RepoLocation } from '../storage/url.js';
 import { cachedKey, rememberKey } from '../repository/key-cache.js';
@@ -56,6 +57,10 @@ export async function openRepositoryFromSettings(s: RepoSettings): Promise<Repos
   let repo: Repository;
   try {
     const be = await openBackend(loc, opts);
+    // Without a password given by flag, file or environment (a prompt, or the "no password"
+    // error), first make sure there is a repository to ask it for, as restic does: a mistyped
+    // location is reported as such, not as a missing password.
+    if (password === undefined && (!s.passwordSource || s.passwordSource === 'prompt')) await requireConfig(be);
     password ??= await s.password();
     let opened: { keyId: string; raw: Buffer } | undefined;
     repo = await Repository.open(be, password, { preferredKey, onKeyFile: (keyId, raw) => (opened = { keyId, raw }) });
@@ -67,6 +72,16 @@ export async function openRepositoryFromSettings(s: RepoSettings): Promise<Repos
   // Remote repositories get a local cache of index files and tree packs; a local one is its own.
   if (s.cacheDir && !spoolingOf(repo.backend)) repo.cache = await RepoCache.open(s.cacheDir, repo.config.id);
   return repo;
+}
+
+/** Throws NoRepositoryError when the storage holds no repository config. */
+async function requireConfig(be: Backend): Promise<void> {
+  try {
+    await be.stat('config', 'config');
+  } catch (err) {
+    if (isNotFound(err)) throw new NoRepositoryError(be.location);
+    throw err;
+  }
 }
 
 export async function initRepositoryFromSettings(s: RepoSettings, opts: InitOptions = {}): Promise<Repository> {

@@ -119,6 +119,9 @@ test('missing repository: exit 10, one line naming the location', async () => {
   assert.ok(msg.includes(where), msg);
   const j = await dmctl(t, ['restore', 'latest', '--target', path.join(work, 'x'), '--json'], { env: { DM_REPOSITORY: where } });
   failsWithJson(j, EXIT_CODES.NO_REPOSITORY, 'no-repository', 'missing repository --json');
+  // and without a password too (as restic): the location is what is wrong, not the password
+  const n = await dmctl(t, ['snapshots'], { env: { DM_REPOSITORY: where, DM_PASSWORD: undefined } });
+  assert.ok(failsWith(n, EXIT_CODES.NO_REPOSITORY, 'missing repository, no password').includes(where));
   await assert.rejects(fsp.stat(where), 'dmctl must not create the missing repository');
 });
 
