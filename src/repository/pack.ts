@@ -267,7 +267,11 @@ export class FilePackBuilder {
     while (this.unwritten > limit && !this.failure) await new Promise<void>((r) => this.writeDone.push(r));
   }
 
-  async finish(key: MasterKey): Promise<{ id: string; path: string; blobs: PackedBlob[] }> {
+  /**
+   * Writes the header and closes the file. `sync` (default): flushed to disk, for a file that
+   * becomes the repository's pack; not for a temp copy that is uploaded and removed.
+   */
+  async finish(key: MasterKey, opts: { sync?: boolean } = {}): Promise<{ id: string; path: string; blobs: PackedBlob[]; size: number }> {
     const header = seal(key, encodeHeader(this.blobs));
     const len = Buffer.allocUnsafe(4);
     len.writeUInt32LE(header.length, 0);
@@ -278,11 +282,11 @@ export class FilePackBuilder {
       await Promise.all(this.writes);
       if (this.failure) throw this.failure;
       await writeAll(this.fh, Buffer.concat([header, len]), this.size);
-      await this.fh.sync();
+      if (opts.sync ?? true) await this.fh.sync();
     } finally {
       await this.fh.close().catch(() => {});
     }
-    return { id: this.hash.digest('hex'), path: this.path, blobs: this.blobs };
+    return { id: this.hash.digest('hex'), path: this.path, blobs: this.blobs, size: this.size + header.length + 4 };
   }
 
   async abort(): Promise<void> {

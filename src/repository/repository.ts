@@ -1,7 +1,9 @@
 // A restic-format repository on a Backend: open/init, the master index, unpacked files, blobs, and
 // the pack writer. Everything above (archiver, restorer, maintenance, server) goes through this.
 import os from 'node:os';
-import { IntegrityError, NoRepositoryError, DmctlError, isObjectDamage, isNotFound } from '../core/errors.js';
+import path from 'node:path';
+import { promises as fsp } from 'node:fs';
+import { IntegrityError, NoRepositoryError, DmctlError, StorageError, describeSystemError, isObjectDamage, isNotFound } from '../core/errors.js';
 import { mapLimit, Semaphore } from '../core/limit.js';
 import { collectGarbage, collectYoung } from '../core/gc.js';
 import { ProgressFn, noProgress } from '../core/progress.js';
@@ -25,6 +27,20 @@ export type UnpackedType = 'index' | 'snapshots' | 'locks';
 export type Compression = 'auto' | 'off' | 'max';
 
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
+
+/** Room for a pack of `packSize`: the target plus the largest blob, which may come just before it is reached. */
+const PACK_CAPACITY = (packSize: number) => packSize + MAX_SIZE + 1024 * 1024;
+
+/** A temp pack (remote storage) could not be written: its folder is named, not the repository. */
+function tempPackError(err: unknown, file: string): Error {
+  if (err instanceof DmctlError) return err;
+  const code = (err as NodeJS.ErrnoException)?.code;
+  const what = `writing a temporary pack in ${path.dirname(file)}`;
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new StorageError('no-space', `${what}: ${describeSystemError(err)}`, { cause: err, hint: 'free space there, or point TMPDIR (or --cache-dir) at a larger disk; the repository is still consistent' });
+  }
+  return new StorageError('other', `${what}: ${describeSystemError(err)}`, { cause: err });
+}
 /** restic writes an index file once it holds this many blobs (compressed repositories). */
 const INDEX_FULL_BLOBS = 150_000;
 /** Blobs accepted by enqueue() but not yet in a pack: at most this many, and about this many bytes. */
@@ -458,7 +474,8 @@ export class BlobWriter {
   ) {
     this.packSize = opts.packSize ?? DEFAULT_PACK_SIZE;
     this.spool = spoolingOf(repo.backend);
-    // Packs spooled to disk cost no memory while they are stored; in-memory packs are 16 MiB each.
+    // A local repository: packs are written in place and renamed, two at a time. Remote storage:
+    // up to four uploads in flight, each holding its pack (read back from its temp file) in memory.
     this.maxUploads = opts.uploads ?? (this.spool ? 2 : Math.max(2, Math.min(repo.backend.connections, 4)));
     this.compression = repo.version === 1 ? 'off' : (opts.compression ?? 'auto');
     this.ignoreIndex = opts.ignoreIndex ?? false;
@@ -482,14 +499,24 @@ export class BlobWriter {
       // `creating` inside it left a settled promise there for good, and once that packer was full
       // save() spun forever on it (await of a settled promise never yields to I/O). Clear it after.
       const made = (async () => {
-        let p: Packer;
+        let p: Packer | undefined;
         if (this.spool) {
           try {
             p = await FilePackBuilder.create(type, this.spool.spoolDir());
           } catch (err) {
             throw this.spool.spoolError(err);
           }
-        } else p = new PackBuilder(type, this.packSize + MAX_SIZE + 1024 * 1024);
+        } else {
+          const dir = await this.tempPackDir();
+          if (dir) {
+            try {
+              p = await FilePackBuilder.create(type, dir);
+            } catch {
+              this.tempDir = null; // (not writable after all: packs in memory from now on)
+            }
+          }
+          p ??= new PackBuilder(type, PACK_CAPACITY(this.packSize));
+        }
         this.packers[type] = p;
         return p;
       })();
@@ -676,12 +703,18 @@ export class BlobWriter {
       let blobs;
       if (p instanceof FilePackBuilder) {
         try {
-          const done = await p.finish(this.repo.key);
+          let done: Awaited<ReturnType<FilePackBuilder['finish']>>;
+          try {
+            done = await p.finish(this.repo.key, { sync: this.spool !== undefined });
+          } catch (err) {
+            throw this.spool ? err : tempPackError(err, p.path);
+          }
           ({ id, blobs } = done);
           if (this.discard) await p.abort();
           else {
             await this.gate;
-            await this.spool!.adoptFile('data', id, done.path);
+            if (this.spool) await this.spool.adoptFile('data', id, done.path);
+            else await this.upload(p.type, id, done.path, done.size);
           }
         } catch (err) {
           // A full disk, most likely: the temp pack must not stay behind to hold the space.
@@ -715,6 +748,59 @@ export class BlobWriter {
     });
     const tracked = task.finally(() => this.inFlight.delete(tracked));
     this.inFlight.add(tracked);
+  }
+
+  /**
+   * Remote storage: where packs are filled (as restic does, in temp files: a pack being filled
+   * costs no memory; in memory, the data and tree packs being filled were up to 2 x 16 MiB of a
+   * backup's peak). The cache's tmp folder, else the system's temp folder; null when neither can
+   * be written (packs are then filled in memory).
+   */
+  private tempDir: string | null | undefined;
+
+  private async tempPackDir(): Promise<string | undefined> {
+    if (this.tempDir === undefined) {
+      const dir = this.repo.cache ? `${this.repo.cache.dir}/tmp` : `${os.tmpdir()}/dmctl-packs`;
+      try {
+        await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+        this.tempDir = dir;
+        // Temp packs of writers that were killed (best effort, in the background).
+        this.cleanup = removeStaleSpool(dir).then(() => {}, () => {});
+      } catch {
+        this.tempDir = null;
+      }
+    }
+    return this.tempDir ?? undefined;
+  }
+
+  /** Finished pack buffers for uploads, reused (at most one per upload in flight). */
+  private uploadBuffers: Buffer[] = [];
+
+  /** Uploads a finished temp pack (read into a reused buffer), caches it if it holds trees, removes the file. */
+  private async upload(type: BlobType, id: string, file: string, size: number): Promise<void> {
+    let buf = this.uploadBuffers.pop();
+    if (!buf || buf.length < size) buf = Buffer.allocUnsafeSlow(Math.max(size, PACK_CAPACITY(this.packSize)));
+    try {
+      const fh = await fsp.open(file, 'r');
+      try {
+        let got = 0;
+        while (got < size) {
+          const { bytesRead } = await fh.read(buf, got, size - got, got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+        if (got !== size) throw new Error(`temporary pack ${file}: ${got} of ${size} bytes read back`);
+      } finally {
+        await fh.close().catch(() => {});
+      }
+      const data = buf.subarray(0, size);
+      await this.repo.backend.save('data', id, data);
+      // A tree pack just stored is cached as it is (its name is its hash).
+      if (type === 'tree') await this.repo.cache?.put('data', id, data);
+    } finally {
+      await fsp.unlink(file).catch(() => {});
+      if (this.uploadBuffers.length < this.maxUploads) this.uploadBuffers.push(buf);
+    }
   }
 
   private queued = new Set<Promise<void>>();

@@ -6,6 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, promises as fsp } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { startRcloneRestic, RestServer } from '../support/servers.js';
@@ -257,4 +258,48 @@ test('repo init keeps the key file it wrote, so that the first backup reads no k
   const mark = proxy.recorded.length;
   ok(await dmctl(other, ['backup', src], { env: { DM_CACHE_DIR: otherCache } }));
   assert.deepEqual(keyReads(mark), []);
+});
+
+test('a remote backup fills its packs in temp files and leaves none; a killed run\'s temp pack goes; with no writable temp folder packs are filled in memory', async () => {
+  const tmp = path.join(cacheRoot, repoId, 'tmp');
+  // A temp pack left by a run that was killed: this host, a process that has exited.
+  const dead = spawnSync('true').pid!;
+  await fsp.mkdir(tmp, { recursive: true });
+  const host = os.hostname().replace(/[^A-Za-z0-9.]/g, '').slice(0, 64);
+  const stale = path.join(tmp, `${host}-${dead}-0123456789abcdef-tmp-dmctl-pack`);
+  await fsp.writeFile(stale, seededBytes(4096, 'stale'));
+  const restoreIsExact = async (dir: string, target: string) => {
+    ok(await dm(['restore', 'latest', '--target', target]));
+    assert.deepEqual(await hashTree(path.join(target, dir)), await hashTree(dir));
+  };
+
+  // New data: packs filled in the cache's tmp folder, uploaded, removed.
+  const more = path.join(work, 'more');
+  await fsp.mkdir(more, { recursive: true });
+  await fsp.writeFile(path.join(more, 'a.bin'), seededBytes(3_000_000, 'temp-pack-a'));
+  let mark = proxy.recorded.length;
+  ok(await dm(['backup', more]));
+  const saved = proxy.recorded.slice(mark).filter((r) => r.method === 'POST' && /\/data\/[0-9a-f]{64}$/.test(r.url));
+  assert.ok(saved.length >= 2, 'a data and a tree pack were uploaded');
+  assert.deepEqual(await fsp.readdir(tmp), [], 'temp packs (the stale one too) are gone');
+  await restoreIsExact(more, path.join(work, 'tp-1'));
+
+  // Without the cache the system's temp folder is used, and left empty.
+  const sysTmp = path.join(work, 'systmp');
+  await fsp.mkdir(sysTmp);
+  await fsp.writeFile(path.join(more, 'b.bin'), seededBytes(2_000_000, 'temp-pack-b'));
+  ok(await dm(['backup', more, '--no-cache'], { TMPDIR: sysTmp }));
+  assert.deepEqual(await fsp.readdir(path.join(sysTmp, 'dmctl-packs')), []);
+  await restoreIsExact(more, path.join(work, 'tp-2'));
+
+  // No temp folder can be made (a file stands where it would go): packs are filled in memory.
+  await fsp.rm(tmp, { recursive: true });
+  await fsp.writeFile(tmp, 'not a folder');
+  await fsp.writeFile(path.join(more, 'c.bin'), seededBytes(2_000_000, 'temp-pack-c'));
+  mark = proxy.recorded.length;
+  ok(await dm(['backup', more]));
+  assert.ok(proxy.recorded.slice(mark).some((r) => r.method === 'POST' && /\/data\/[0-9a-f]{64}$/.test(r.url)));
+  await restoreIsExact(more, path.join(work, 'tp-3'));
+  ok(await dm(['check', '--read-data']));
+  await fsp.rm(tmp);
 });
