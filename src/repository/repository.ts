@@ -3,7 +3,8 @@
 import os from 'node:os';
 import path from 'node:path';
 import { promises as fsp } from 'node:fs';
-import { IntegrityError, NoRepositoryError, DmctlError, StorageError, describeSystemError, isObjectDamage, isNotFound } from '../core/errors.js';
+import { IntegrityError, NoRepositoryError, DmctlError, isObjectDamage, isNotFound } from '../core/errors.js';
+import { mapFsError, readFull } from '../storage/local.js';
 import { mapLimit, Semaphore } from '../core/limit.js';
 import { collectGarbage, collectYoung } from '../core/gc.js';
 import { ProgressFn, noProgress } from '../core/progress.js';
@@ -34,12 +35,7 @@ const PACK_CAPACITY = (packSize: number) => packSize + MAX_SIZE + 1024 * 1024;
 /** A temp pack (remote storage) could not be written: its folder is named, not the repository. */
 function tempPackError(err: unknown, file: string): Error {
   if (err instanceof DmctlError) return err;
-  const code = (err as NodeJS.ErrnoException)?.code;
-  const what = `writing a temporary pack in ${path.dirname(file)}`;
-  if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return new StorageError('no-space', `${what}: ${describeSystemError(err)}`, { cause: err, hint: 'free space there, or point TMPDIR (or --cache-dir) at a larger disk; the repository is still consistent' });
-  }
-  return new StorageError('other', `${what}: ${describeSystemError(err)}`, { cause: err });
+  return mapFsError(err, `writing a temporary pack in ${path.dirname(file)}`, 'free space there, or point TMPDIR (or --cache-dir) at a larger disk; the repository is still consistent');
 }
 /** restic writes an index file once it holds this many blobs (compressed repositories). */
 const INDEX_FULL_BLOBS = 150_000;
@@ -760,7 +756,7 @@ export class BlobWriter {
 
   private async tempPackDir(): Promise<string | undefined> {
     if (this.tempDir === undefined) {
-      const dir = this.repo.cache ? `${this.repo.cache.dir}/tmp` : `${os.tmpdir()}/dmctl-packs`;
+      const dir = this.repo.cache ? path.join(this.repo.cache.dir, 'tmp') : path.join(os.tmpdir(), 'dmctl-packs');
       try {
         await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
         this.tempDir = dir;
@@ -783,13 +779,7 @@ export class BlobWriter {
     try {
       const fh = await fsp.open(file, 'r');
       try {
-        let got = 0;
-        while (got < size) {
-          const { bytesRead } = await fh.read(buf, got, size - got, got);
-          if (bytesRead === 0) break;
-          got += bytesRead;
-        }
-        if (got !== size) throw new Error(`temporary pack ${file}: ${got} of ${size} bytes read back`);
+        await readFull(async (b, off, len, pos) => (await fh.read(b, off, len, pos)).bytesRead, 0, size, `reading back temporary pack ${file}`, buf);
       } finally {
         await fh.close().catch(() => {});
       }

@@ -6,7 +6,8 @@ import crypto from 'node:crypto';
 import { DmctlError, StorageError, describeSystemError } from '../core/errors.js';
 import { Backend, FileInfo, FileType, FILE_TYPES, ID_RE, SpoolingBackend } from './backend.js';
 
-function mapFsError(err: unknown, what: string): StorageError {
+/** A file system error as a StorageError; `noSpaceHint` for a disk other than the repository's. */
+export function mapFsError(err: unknown, what: string, noSpaceHint = 'free space on the repository disk; the repository is still consistent'): StorageError {
   const e = err as NodeJS.ErrnoException;
   switch (e?.code) {
     case 'ENOENT': return new StorageError('not-found', `${what}: not found`, { cause: err });
@@ -14,7 +15,7 @@ function mapFsError(err: unknown, what: string): StorageError {
     case 'EACCES':
     case 'EPERM': return new StorageError('access-denied', `${what}: permission denied`, { cause: err });
     case 'ENOSPC':
-    case 'EDQUOT': return new StorageError('no-space', `${what}: ${describeSystemError(err)}`, { cause: err, hint: 'free space on the repository disk; the repository is still consistent' });
+    case 'EDQUOT': return new StorageError('no-space', `${what}: ${describeSystemError(err)}`, { cause: err, hint: noSpaceHint });
     case 'EROFS': return new StorageError('read-only', `${what}: read-only file system`, { cause: err });
     default: return new StorageError('other', `${what}: ${describeSystemError(err)}`, { cause: err });
   }
