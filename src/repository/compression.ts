@@ -87,11 +87,17 @@ interface SyncZstd {
 }
 
 // @mongodb-js/zstd's binding, not its index.js: that wrapper drops the level argument, so every
-// large blob was compressed at level 3 whatever the mode asked for.
-const pool = createRequire(import.meta.url)('@mongodb-js/zstd/bindings') as {
+// large blob was compressed at level 3 whatever the mode asked for. Loaded on first use: its loader
+// calls process.report.getReport() to tell musl from glibc, ~5 ms at every start of every thread
+// that imports this module (the seal workers never use it).
+interface PoolZstd {
   compress(data: Buffer, level: number): Promise<Buffer>;
   decompress(data: Buffer): Promise<Buffer>;
-};
+}
+let poolZstd: PoolZstd | undefined;
+function pool(): PoolZstd {
+  return (poolZstd ??= createRequire(import.meta.url)('@mongodb-js/zstd/bindings') as PoolZstd);
+}
 
 let sync: SyncZstd | null | undefined;
 const compressors = new Map<number, SyncCompressor>();
@@ -131,7 +137,7 @@ export async function compress(data: Uint8Array, level = ZSTD_LEVEL): Promise<Bu
       return c.compress(buf);
     }
   }
-  return pool.compress(buf, level);
+  return pool().compress(buf, level);
 }
 
 export async function decompress(data: Uint8Array, what = 'data'): Promise<Buffer> {
@@ -147,7 +153,7 @@ export async function decompress(data: Uint8Array, what = 'data'): Promise<Buffe
     }
   }
   try {
-    return await pool.decompress(buf);
+    return await pool().decompress(buf);
   } catch (err) {
     throw new IntegrityError(`${what}: zstd decompression failed (${(err as Error).message})`);
   }
