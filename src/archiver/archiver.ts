@@ -18,6 +18,7 @@ import { saveFile, saveBuffer, readSmallFile, SMALL_FILE, type SavedContent } fr
 import { SmallFiles } from './small-files.js';
 import { MID_FILE } from './read-source.js';
 import { RepoLock } from '../repository/lock.js';
+import { SealPool } from '../repository/seal-pool.js';
 import { findParentSnapshot, loadSnapshot } from '../repository/snapshots.js';
 import { currentUsername } from '../repository/key-file.js';
 
@@ -496,7 +497,15 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   // The parent is looked up while the lock is taken. It only saves reading files: its trees are
   // read with errors ignored and its contents are used only where the index has them.
   const parentFound = opts.parent === null ? Promise.resolve(undefined) : opts.parent ? loadSnapshot(repo, opts.parent) : findParentSnapshot(repo, host, absPaths, time);
-  parentFound.catch(() => {});
+  // Without a parent every file is read: the seal workers start now, while the lock is taken,
+  // not when the walk meets its first file (with one, most backups never need them).
+  let walking = false;
+  parentFound.then(
+    (p) => {
+      if (!p && !walking) SealPool.prestart(repo.key);
+    },
+    () => {},
+  );
   // The early lock: the walk starts while the lock is checked again (restic waits 200 ms first);
   // nothing is stored until that check has passed (the writer's gate, and the snapshot below).
   const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress, early: true });
@@ -505,6 +514,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     const archiver = new Archiver(repo, { ...opts, gate: lock.confirmed });
     const { parent, tree, stats } = await lock.judged(async () => {
       const parent = await parentFound;
+      walking = true;
       const { tree, stats } = await archiver.run(parent?.snapshot.tree);
       await lock.confirmed;
       return { parent, tree, stats };
@@ -549,6 +559,8 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
       errors: archiver.errors,
     };
   } finally {
+    walking = true;
+    SealPool.discardWarm();
     await lock.release();
   }
 }

@@ -12,6 +12,7 @@ import { Snapshot, encodeSnapshot } from '../repository/snapshot.js';
 import { GoTime, nowGoTime, formatGoTime } from '../repository/gotime.js';
 import { sha256hex } from '../repository/crypto.js';
 import { RepoLock } from '../repository/lock.js';
+import { SealPool } from '../repository/seal-pool.js';
 import { currentUsername } from '../repository/key-file.js';
 import { saveStream, type ByteSource } from './file-saver.js';
 import type { BackupSummary } from './archiver.js';
@@ -67,7 +68,12 @@ export async function backupStream(repo: Repository, opts: StreamBackupOptions):
   const progress = opts.progress ?? noProgress;
   // The early lock (see backup()): stdin is read, chunked and sealed while the lock is checked
   // again; nothing is stored before that check has passed. A command starts only after it.
-  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress, early: true });
+  // The seal workers start while the lock is taken (see SealPool.prestart).
+  SealPool.prestart(repo.key);
+  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress, early: true }).catch((err: unknown) => {
+    SealPool.discardWarm();
+    throw err;
+  });
   try {
     await repo.ensureIndex(progress);
     const time = opts.time ?? nowGoTime();
@@ -164,6 +170,7 @@ export async function backupStream(repo: Repository, opts: StreamBackupOptions):
       errors: [],
     };
   } finally {
+    SealPool.discardWarm();
     await lock.release();
   }
 }

@@ -79,6 +79,9 @@ interface Slot {
   bytes: number;
 }
 
+/** Workers started ahead of their first use (SealPool.prestart). */
+let warm: { key: MasterKey; size: number; pool: SealPool; timer: NodeJS.Timeout } | undefined;
+
 export class SealPool {
   private readonly slots: Slot[] = [];
   private seq = 1;
@@ -117,7 +120,42 @@ export class SealPool {
   /** A pool for this key, or undefined where the synchronous zstd binding did not build. */
   static create(key: MasterKey, size = workerCount(4)): SealPool | undefined {
     if (smallBlobZstd() !== 'zstd-napi') return undefined;
+    if (warm?.key === key && warm.size === size) {
+      const pool = warm.pool;
+      clearTimeout(warm.timer);
+      warm = undefined;
+      return pool;
+    }
     return new SealPool(key, size);
+  }
+
+  /**
+   * Starts the workers of the next create(key) now. A worker takes ~60 ms to be ready (a Node
+   * environment, its modules, the zstd binding); a backup calls this while it still waits for the
+   * repository (the lock written and checked, the index listed), so its first blobs do not wait
+   * for the workers. A pool nobody takes within `unusedMs` is stopped; so is the previous one.
+   * Returns the pool create(key) will hand out.
+   */
+  static prestart(key: MasterKey, unusedMs = 30_000): SealPool | undefined {
+    if (smallBlobZstd() !== 'zstd-napi') return undefined;
+    SealPool.discardWarm();
+    const size = workerCount(4);
+    const pool = new SealPool(key, size);
+    const timer = setTimeout(() => {
+      if (warm?.pool === pool) SealPool.discardWarm();
+    }, unusedMs);
+    timer.unref();
+    warm = { key, size, pool, timer };
+    return pool;
+  }
+
+  /** Stops the workers prestart() started if no create() took them. */
+  static discardWarm(): void {
+    const w = warm;
+    warm = undefined;
+    if (!w) return;
+    clearTimeout(w.timer);
+    void w.pool.close();
   }
 
   private request(slot: Slot, req: SealRequest): Promise<SealReply> {

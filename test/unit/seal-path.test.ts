@@ -307,3 +307,76 @@ test('a batch with mid-sized files: chunked in the worker where the chunker cuts
   }
   assert.equal(pool.heldBytes, 0);
 });
+
+test('prestarted seal workers: taken by the next pool of the same key only, and stopped when nobody takes them', async (t) => {
+  // (whatever fails, no worker outlives the test)
+  const pools = new Set<SealPool>();
+  const track = (p: SealPool | undefined) => {
+    assert.ok(p, 'no seal pool (zstd-napi missing?)');
+    pools.add(p);
+    return p;
+  };
+  t.after(async () => {
+    SealPool.discardWarm();
+    await Promise.all([...pools].map((p) => p.close()));
+  });
+  const sealWith = async (pool: SealPool, text: Buffer) => {
+    const ring = new SharedRing(4 * MiB);
+    ring.bytes.set(text, 0);
+    const h = await pool.hashShared(ring.sab, 0, text.length, () => {});
+    assert.equal(h.id, sha256hex(text));
+    const s = await h.seal(ZSTD_LEVEL);
+    const copy = Buffer.from(s.sealed);
+    s.written();
+    return copy;
+  };
+  const roundTrip = async (pool: SealPool, key: ReturnType<typeof newMasterKey>) => {
+    const text = Buffer.from(`sealed by a pool ${Math.random()} `.repeat(20_000));
+    assert.ok((await decompress(open(key, await sealWith(pool, text)))).equals(text));
+  };
+  const closed = (pool: SealPool) => assert.rejects(pool.hashShared(new SharedArrayBuffer(64), 0, 64, () => {}), /closed/);
+  const keyA = newMasterKey();
+  const keyB = newMasterKey();
+
+  // Another key's pool is never handed out: what the new pool seals opens with the key asked for.
+  const warmA = track(SealPool.prestart(keyA));
+  const b = track(SealPool.create(keyB));
+  assert.notEqual(b, warmA);
+  await roundTrip(b, keyB);
+  await b.close();
+
+  // The same key's pool is, once; the next create() starts a pool of its own.
+  const a = track(SealPool.create(keyA));
+  assert.equal(a, warmA);
+  await roundTrip(a, keyA);
+  const a2 = track(SealPool.create(keyA));
+  assert.notEqual(a2, a);
+  await a.close();
+  await roundTrip(a2, keyA);
+  await a2.close();
+
+  // Discarded (a backup that ended without reading a file): stopped, and not handed out.
+  const warmB = track(SealPool.prestart(keyB));
+  SealPool.discardWarm();
+  await closed(warmB);
+  const b2 = track(SealPool.create(keyB));
+  assert.notEqual(b2, warmB);
+  await roundTrip(b2, keyB);
+  await b2.close();
+
+  // A second prestart replaces the first, which is stopped.
+  const first = track(SealPool.prestart(keyA));
+  const second = track(SealPool.prestart(keyA));
+  await closed(first);
+  assert.equal(track(SealPool.create(keyA)), second);
+  await second.close();
+
+  // Not taken within its time: stopped, and create() starts new workers.
+  const late = track(SealPool.prestart(keyA, 50));
+  await tick(300);
+  await closed(late);
+  const a3 = track(SealPool.create(keyA));
+  assert.notEqual(a3, late);
+  await roundTrip(a3, keyA);
+  await a3.close();
+});
