@@ -61,7 +61,12 @@ export function cleanPrefix(p: string, what = 'prefix'): string {
 
 function bucketCheck(name: string, url: string, what: string): string {
   if (!name) throw new UsageError(`invalid repository URL "${url}": no ${what} given`, `e.g. s3:https://host:port/BUCKET/PREFIX, azure:CONTAINER:/PREFIX, gs:BUCKET:/PREFIX`);
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$/.test(name)) throw new UsageError(`invalid ${what} name "${name}" in repository URL`);
+  // (S3, Azure and GCS all refuse names under 3 characters; radosgw's answer to one is a bare
+  // "HTTP 400 UnknownError". Longer names and other characters are left to the server: some allow
+  // legacy names AWS no longer accepts.)
+  const rule = `${what} names have 3 to 63 characters: lowercase letters, digits, dots and hyphens`;
+  if (name.length < 3) throw new UsageError(`invalid ${what} name "${name}" in repository URL: too short`, rule);
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$/.test(name)) throw new UsageError(`invalid ${what} name "${name}" in repository URL`, rule);
   return name;
 }
 

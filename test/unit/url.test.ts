@@ -56,6 +56,11 @@ describe('parseRepositoryUrl', () => {
     usage(() => parseRepositoryUrl('ftp://host/x'), /unknown repository URL scheme "ftp:"/);
     usage(() => parseRepositoryUrl('sftp:host:/x'), /not supported/);
     usage(() => parseRepositoryUrl('s3:http://host:9000/'), /no bucket/);
+    usage(() => parseRepositoryUrl('s3:http://host:9000/p1/repo'), /bucket name "p1" in repository URL: too short/);
+    usage(() => parseRepositoryUrl('gs:ab:/x'), /bucket name "ab".*too short/);
+    usage(() => parseRepositoryUrl('azure:c:/x'), /container name "c".*too short/);
+    usage(() => parseRepositoryUrl('s3:http://host:9000/-bucket'), /invalid bucket name "-bucket"/);
+    assert.equal((parseRepositoryUrl('s3:http://host:9000/abc/x') as { bucket: string }).bucket, 'abc');
     usage(() => parseRepositoryUrl('azure:nocolon'), /invalid repository URL/);
     usage(() => parseRepositoryUrl('gs:bkt:/a/../b'), /'\.\.' is not allowed/);
     usage(() => parseRepositoryUrl('rest:ftp://u:pw@h/'), /needs http/);
