@@ -11,7 +11,7 @@ COPY tsconfig.json ./
 COPY bin ./bin
 COPY src ./src
 COPY scripts ./scripts
-RUN npx tsc -p . && node scripts/bundle-sdks.mjs && node scripts/gen-manifest.mjs && npm prune --omit=dev
+RUN npx tsc -p . && node scripts/bundle-sdks.mjs && node scripts/bundle-oclif.mjs && node scripts/gen-manifest.mjs && npm prune --omit=dev
 
 FROM node:20-slim
 # mkfifo (coreutils) and sh are in the base image: the dump pod's pipe and status file need them.
@@ -21,6 +21,7 @@ COPY --from=build /src/package.json /src/oclif.manifest.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/bin ./bin
 COPY --from=build /src/dist/src ./dist/src
+COPY --from=build /src/dist/vendor ./dist/vendor
 RUN ln -s /opt/dmctl/bin/run.js /usr/local/bin/dmctl
 # The base image's `node` user is uid/gid 1000, which the manifests' securityContext names.
 USER 1000:1000

@@ -6,15 +6,19 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
-import { promises as fsp, createReadStream } from 'node:fs';
+import { promises as fsp, createReadStream, existsSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import { openBackend } from '../../src/storage/open.js';
 import { EXIT_CODES } from '../../src/core/errors.js';
 import { startRadosgw, startAzurite, projectRoot, RadosgwServer, AzuriteServer } from '../support/servers.js';
 
 // The command classes run through oclif (flags, --json, error handling, exit codes) without the
 // generated oclif.manifest.json, which may lag behind new commands while others work in the tree.
+// (oclif as the commands load it: the build's bundle of it when there is one)
 const RUNNER = path.join(projectRoot, 'dist', `.location-test-runner-${process.pid}.mjs`); // resolves @oclif/core from the project
-await fsp.writeFile(RUNNER, `import { handle, flush } from '@oclif/core';
+const OCLIF_BUNDLE = path.join(projectRoot, 'dist', 'vendor', 'oclif-core.js');
+const OCLIF = existsSync(OCLIF_BUNDLE) ? pathToFileURL(OCLIF_BUNDLE).href : '@oclif/core';
+await fsp.writeFile(RUNNER, `import { handle, flush } from ${JSON.stringify(OCLIF)};
 const [topic, cmd, ...argv] = process.argv.slice(2);
 const { default: C } = await import(${JSON.stringify(path.join(projectRoot, 'dist', 'src', 'commands'))} + '/' + topic + '/' + cmd + '.js');
 try { await C.run(argv, ${JSON.stringify(projectRoot)}); await flush(); } catch (err) { await handle(err); }
