@@ -37,6 +37,46 @@ export function workerCount(max = 4): number {
   return Math.max(2, Math.min(max, os.availableParallelism()));
 }
 
+/**
+ * One pool of worker threads started ahead of its first use. A worker takes ~60 ms to be ready (a
+ * Node environment, its modules, native bindings); an operation that knows it will need workers
+ * starts them while it still waits for the repository (the lock written and checked, the index
+ * listed) and its first jobs do not wait. The pool is handed out once, and only to a caller asking
+ * with the same key (the master key object, the pool's size); one nobody takes within `unusedMs`
+ * is stopped, and so is the one a new put() replaces.
+ */
+export class WarmSlot<P extends { close(): Promise<void> }> {
+  private held: { key: readonly unknown[]; pool: P; timer: NodeJS.Timeout } | undefined;
+
+  put(key: readonly unknown[], pool: P, unusedMs: number): P {
+    this.discard();
+    const timer = setTimeout(() => {
+      if (this.held?.pool === pool) this.discard();
+    }, unusedMs);
+    timer.unref();
+    this.held = { key, pool, timer };
+    return pool;
+  }
+
+  /** The pool put with this key (compared element by element with ===), once. */
+  take(key: readonly unknown[]): P | undefined {
+    const h = this.held;
+    if (!h || h.key.length !== key.length || h.key.some((k, i) => k !== key[i])) return undefined;
+    this.held = undefined;
+    clearTimeout(h.timer);
+    return h.pool;
+  }
+
+  /** Stops the pool if nobody took it. */
+  discard(): void {
+    const h = this.held;
+    this.held = undefined;
+    if (!h) return;
+    clearTimeout(h.timer);
+    void h.pool.close();
+  }
+}
+
 export class WorkerPool {
   private readonly slots: Slot[] = [];
   private readonly queue: { req: unknown; transfer: ArrayBuffer[]; p: Pending }[] = [];

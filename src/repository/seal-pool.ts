@@ -11,7 +11,7 @@
 import { Worker } from 'node:worker_threads';
 import { MasterKey, OVERHEAD, masterKeyData } from './crypto.js';
 import { sealBound, smallBlobZstd } from './compression.js';
-import { workerCount } from '../core/worker-pool.js';
+import { WarmSlot, workerCount } from '../core/worker-pool.js';
 import { SharedRing } from '../core/shared-ring.js';
 import type { ReadFailure, SealReply, SealRequest } from './seal-worker.js';
 
@@ -79,8 +79,6 @@ interface Slot {
   bytes: number;
 }
 
-/** Workers started ahead of their first use (SealPool.prestart). */
-let warm: { key: MasterKey; size: number; pool: SealPool; timer: NodeJS.Timeout } | undefined;
 
 export class SealPool {
   private readonly slots: Slot[] = [];
@@ -120,42 +118,23 @@ export class SealPool {
   /** A pool for this key, or undefined where the synchronous zstd binding did not build. */
   static create(key: MasterKey, size = workerCount(4)): SealPool | undefined {
     if (smallBlobZstd() !== 'zstd-napi') return undefined;
-    if (warm?.key === key && warm.size === size) {
-      const pool = warm.pool;
-      clearTimeout(warm.timer);
-      warm = undefined;
-      return pool;
-    }
-    return new SealPool(key, size);
+    return warm.take([key, size]) ?? new SealPool(key, size);
   }
 
   /**
-   * Starts the workers of the next create(key) now. A worker takes ~60 ms to be ready (a Node
-   * environment, its modules, the zstd binding); a backup calls this while it still waits for the
-   * repository (the lock written and checked, the index listed), so its first blobs do not wait
-   * for the workers. A pool nobody takes within `unusedMs` is stopped; so is the previous one.
-   * Returns the pool create(key) will hand out.
+   * Starts the workers of the next create(key) now (see WarmSlot): a backup calls this while it
+   * waits for the repository, so its first blobs do not wait for the workers. A pool nobody takes
+   * within `unusedMs` is stopped; so is the previous one. Returns the pool create(key) will hand out.
    */
   static prestart(key: MasterKey, unusedMs = 30_000): SealPool | undefined {
     if (smallBlobZstd() !== 'zstd-napi') return undefined;
-    SealPool.discardWarm();
     const size = workerCount(4);
-    const pool = new SealPool(key, size);
-    const timer = setTimeout(() => {
-      if (warm?.pool === pool) SealPool.discardWarm();
-    }, unusedMs);
-    timer.unref();
-    warm = { key, size, pool, timer };
-    return pool;
+    return warm.put([key, size], new SealPool(key, size), unusedMs);
   }
 
   /** Stops the workers prestart() started if no create() took them. */
   static discardWarm(): void {
-    const w = warm;
-    warm = undefined;
-    if (!w) return;
-    clearTimeout(w.timer);
-    void w.pool.close();
+    warm.discard();
   }
 
   private request(slot: Slot, req: SealRequest): Promise<SealReply> {
@@ -314,3 +293,6 @@ export class SealPool {
     }
   }
 }
+
+/** Workers started ahead of their first use (SealPool.prestart). */
+const warm = new WarmSlot<SealPool>();

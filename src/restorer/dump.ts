@@ -12,7 +12,7 @@ import { packReadError, Repository } from '../repository/repository.js';
 import { Node } from '../repository/tree.js';
 import { SnapshotEntry, SnapshotFilter, findSnapshot } from '../repository/snapshots.js';
 import { RepoLock } from '../repository/lock.js';
-import { restoreWorkers, treeAt, splitSnapshotSpec } from './restorer.js';
+import { discardRestoreWorkers, prestartRestoreWorkers, restoreWorkers, treeAt, splitSnapshotSpec } from './restorer.js';
 
 export interface DumpOptions {
   snapshot: string;
@@ -300,16 +300,22 @@ export async function dumpFile(repo: Repository, opts: DumpOptions): Promise<Dum
   // check has passed.
   const found = findSnapshot(repo, id, opts.filter);
   found.catch(() => {});
-  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress, early: true });
+  // The workers start while the lock is taken (what is dumped is mostly a stream of many blobs).
+  prestartRestoreWorkers(repo.key);
   try {
-    await repo.ensureIndex(progress);
-    const { snap, node, filePath } = await lock.judged(async () => locateFile(repo, await found, opts, subpath));
-    // The first blobs are read while the lock is checked again; writing waits for the verdict.
-    const bytes = await writeFileContent(repo, node, opts.output, progress, opts.readAhead, lock.confirmed);
-    progress({ phase: 'restore', bytesDone: bytes, done: true });
-    return { snapshotId: snap.id, path: filePath, bytes, durationMs: Date.now() - started };
+    const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress, early: true });
+    try {
+      await repo.ensureIndex(progress);
+      const { snap, node, filePath } = await lock.judged(async () => locateFile(repo, await found, opts, subpath));
+      // The first blobs are read while the lock is checked again; writing waits for the verdict.
+      const bytes = await writeFileContent(repo, node, opts.output, progress, opts.readAhead, lock.confirmed);
+      progress({ phase: 'restore', bytesDone: bytes, done: true });
+      return { snapshotId: snap.id, path: filePath, bytes, durationMs: Date.now() - started };
+    } finally {
+      await lock.release();
+    }
   } finally {
-    await lock.release();
+    discardRestoreWorkers();
   }
 }
 

@@ -20,7 +20,7 @@ import { SnapshotEntry, SnapshotFilter, findSnapshot } from '../repository/snaps
 import { RepoLock } from '../repository/lock.js';
 import { masterKeyData, OVERHEAD, openInPlace, sha256hex, type MasterKey } from '../repository/crypto.js';
 import { ScratchDecompressor } from '../repository/compression.js';
-import { transferable, WorkerPool, workerCount } from '../core/worker-pool.js';
+import { transferable, WarmSlot, WorkerPool, workerCount } from '../core/worker-pool.js';
 import { SharedRing } from '../core/shared-ring.js';
 import { applyFileMetaSync, applyMetadata, fileMeta, linkTargetBytes, makeSpecial, type FileMeta } from './fsmeta.js';
 import { createSized, createWhole, restoreRegion, type RegionBlob, type RegionJob, type RegionResult } from './restore-region.js';
@@ -159,13 +159,34 @@ function regionsOf(packId: string, blobs: Map<string, PackEntry>, regionMax: num
  * core; undefined where they cannot start (the caller then decodes on this thread).
  */
 export function restoreWorkers(key: MasterKey): WorkerPool | undefined {
+  const size = workerCount();
+  const ready = warmRestoreWorkers.take([key, size]);
+  if (ready) return ready;
   try {
     // A small young generation: a worker's objects are short-lived, and V8's default semi-spaces
     // cost ~30 MB per worker for nothing (measured: 43 MB heap → 15 MB, same speed).
-    return new WorkerPool(new URL('./restore-worker.js', import.meta.url), workerCount(), masterKeyData(key), { maxYoungGenerationSizeMb: 4 });
+    return new WorkerPool(new URL('./restore-worker.js', import.meta.url), size, masterKeyData(key), { maxYoungGenerationSizeMb: 4 });
   } catch {
     return undefined;
   }
+}
+
+const warmRestoreWorkers = new WarmSlot<WorkerPool>();
+
+/**
+ * Starts the workers of the next restoreWorkers(key) now (see WarmSlot): a restore or dump calls
+ * this while it waits for the lock and the index. Returns the pool restoreWorkers(key) will hand out.
+ */
+export function prestartRestoreWorkers(key: MasterKey, unusedMs = 30_000): WorkerPool | undefined {
+  const size = workerCount();
+  warmRestoreWorkers.discard();
+  const pool = restoreWorkers(key);
+  return pool && warmRestoreWorkers.put([key, size], pool, unusedMs);
+}
+
+/** Stops the workers prestartRestoreWorkers() started if nobody took them. */
+export function discardRestoreWorkers(): void {
+  warmRestoreWorkers.discard();
 }
 
 function plainSize(loc: BlobLocation): number {
@@ -862,13 +883,19 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
   // nothing is written to the target before the lock's second check has passed.
   const found = findSnapshot(repo, id, opts.filter);
   found.catch(() => {});
-  const lock = opts.noLock ? undefined : await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: opts.progress ?? noProgress, early: true });
+  // The workers start while the lock is taken (a restore with files to write needs them).
+  prestartRestoreWorkers(repo.key);
   try {
-    await repo.ensureIndex(opts.progress);
-    // The walk starts while the lock is checked again; the target is touched only after.
-    const run = async () => new Restorer(repo, { ...opts, gate: lock?.confirmed }).run(await found, subpath);
-    return await (lock ? lock.judged(run) : run());
+    const lock = opts.noLock ? undefined : await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: opts.progress ?? noProgress, early: true });
+    try {
+      await repo.ensureIndex(opts.progress);
+      // The walk starts while the lock is checked again; the target is touched only after.
+      const run = async () => new Restorer(repo, { ...opts, gate: lock?.confirmed }).run(await found, subpath);
+      return await (lock ? lock.judged(run) : run());
+    } finally {
+      await lock?.release();
+    }
   } finally {
-    await lock?.release();
+    discardRestoreWorkers();
   }
 }

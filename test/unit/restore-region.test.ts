@@ -188,3 +188,40 @@ test('the read ring: a region at an offset of shared memory is restored in a wor
     await pool.close();
   }
 });
+
+test('prestarted restore workers: handed out once, to the same key only; discarded ones are stopped', async (t) => {
+  const { prestartRestoreWorkers, restoreWorkers, discardRestoreWorkers } = await import('../../src/restorer/restorer.js');
+  const pools = new Set<WorkerPool>();
+  const track = (p: WorkerPool | undefined) => {
+    assert.ok(p);
+    pools.add(p);
+    return p;
+  };
+  t.after(async () => {
+    discardRestoreWorkers();
+    await Promise.all([...pools].map((p) => p.close()));
+  });
+  const { data, blobs: packed, plains } = await makePack();
+  // A pool restores this region (the workers decrypt with the key given to them).
+  const works = async (pool: WorkerPool, sub: string) => {
+    const [main, worker] = await both(sub, data, packed, plains, pool);
+    assert.deepEqual(worker, main);
+    assert.ok(readFileSync(path.join(dir, `${sub}-worker`, 'big')).equals(Buffer.concat([plains[1]!, plains[2]!])));
+  };
+  const other = newMasterKey();
+  const warm = track(prestartRestoreWorkers(key));
+  const forOther = track(restoreWorkers(other));
+  assert.notEqual(forOther, warm);
+  const taken = track(restoreWorkers(key));
+  assert.equal(taken, warm);
+  await works(taken, 'warm');
+  const next = track(restoreWorkers(key));
+  assert.notEqual(next, warm);
+
+  const unused = track(prestartRestoreWorkers(key));
+  discardRestoreWorkers();
+  await assert.rejects(unused.run({}), /closed/);
+  const fresh = track(restoreWorkers(key));
+  assert.notEqual(fresh, unused);
+  await works(fresh, 'fresh');
+});
