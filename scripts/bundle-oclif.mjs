@@ -11,10 +11,10 @@ import { build } from 'esbuild';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { promises as fsp, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const out = path.join(root, 'dist', 'vendor', 'oclif-core.js');
-const { createRequire } = await import('node:module');
 const entry = createRequire(path.join(root, 'package.json')).resolve('@oclif/core');
 
 // An ES module re-exporting the package's names: esbuild then writes real ES exports (a CommonJS
@@ -33,9 +33,10 @@ await build({
     js: [
       "import { createRequire as __dmctlCreateRequire } from 'node:module';",
       "import { fileURLToPath as __dmctlFileURLToPath } from 'node:url';",
+      "import { dirname as __dmctlDirname } from 'node:path';",
       'const require = __dmctlCreateRequire(import.meta.url);',
       'const __filename = __dmctlFileURLToPath(import.meta.url);',
-      "const __dirname = __filename.slice(0, __filename.lastIndexOf('/'));",
+      'const __dirname = __dmctlDirname(__filename);',
     ].join(' '),
   },
   external: ['typescript', 'ts-node', 'tsx', 'tsx/*', 'wsl-utils'],

@@ -508,7 +508,14 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   );
   // The early lock: the walk starts while the lock is checked again (restic waits 200 ms first);
   // nothing is stored until that check has passed (the writer's gate, and the snapshot below).
-  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress, early: true });
+  const noWalk = () => {
+    walking = true;
+    SealPool.discardWarm();
+  };
+  const lock = await RepoLock.acquire(repo, { exclusive: false, retryMs: opts.retryLockMs, loadIndex: progress, early: true }).catch((err: unknown) => {
+    noWalk(); // (the lock could not be taken: the workers would wait for nothing)
+    throw err;
+  });
   try {
     await repo.ensureIndex(progress);
     const archiver = new Archiver(repo, { ...opts, gate: lock.confirmed });
@@ -559,8 +566,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
       errors: archiver.errors,
     };
   } finally {
-    walking = true;
-    SealPool.discardWarm();
+    noWalk();
     await lock.release();
   }
 }

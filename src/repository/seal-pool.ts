@@ -79,7 +79,6 @@ interface Slot {
   bytes: number;
 }
 
-
 export class SealPool {
   private readonly slots: Slot[] = [];
   private seq = 1;
