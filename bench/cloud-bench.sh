@@ -17,11 +17,14 @@ command -v restic >/dev/null || { echo "cloud-bench: restic is not installed" >&
 [ -f "$ROOT/dist/test/support/servers.js" ] || { echo "cloud-bench: run npm run build first" >&2; exit 2; }
 [ -f "$GEN_DUMP" ] || { echo "cloud-bench: $GEN_DUMP not found (set DM_SHARED_DIR)" >&2; exit 2; }
 
+. "$ROOT/bench/settle.sh"
+# The work folder of an earlier run was deleted at its end: wait until ext4 reuses those inodes.
+bench_settle /tmp
 W=$(mktemp -d /tmp/dmctl-cloud-bench-XXXXXX)
 SERVER_PID=
 cleanup() {
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
-  if [ "${KEEP:-0}" = 1 ]; then echo "work folder kept: $W"; else rm -rf "$W"; fi
+  if [ "${KEEP:-0}" = 1 ]; then echo "work folder kept: $W"; else bench_free "$W"; fi
 }
 trap cleanup EXIT
 
