@@ -6,6 +6,7 @@
 # Env: BENCH_DIR   a folder whose tree/ is backed up when present (default: a copy of /usr/share/doc)
 #      ROWS        rows of the generated dump (default 1000000, about 100 MB; gen-dump.mjs)
 #      KEEP=1      keep the work folder (logs) instead of removing it
+#      BENCH_SETTLE=0  do not wait for ext4 to reuse an earlier run's deleted inodes (bench/settle.sh)
 # Needs radosgw (scripts/install-test-servers.sh), restic, GNU time, and a built dist/.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -4,7 +4,7 @@
 # checkout, so both tools run under the same harness; BENCH_DIR and ROWS pass through. Then prints
 # the bytes each tool added for the second dump (from the "Added to the repo" line both print).
 # The previous run's repositories and restores are moved aside first and deleted after the
-# measurements, not just before them (bench/settle.sh says why).
+# measurements, not just before them (bench/settle.sh says why; BENCH_SETTLE=0 skips its wait).
 set -eu
 cd "$(dirname "$0")/.."
 . bench/settle.sh
