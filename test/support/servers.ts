@@ -141,7 +141,11 @@ export interface RadosgwOptions {
 
 async function startRadosgwOnce(opts: RadosgwOptions): Promise<RadosgwServer> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dmctl-rgw-'));
-  const [rgwPort, monPort] = [await freePort(), await freePort()];
+  // Two different ports: two `freePort()` calls in a row can return the same one. Seen once: the
+  // monitor took it, radosgw could not bind, and the client got the monitor's msgr banner.
+  const rgwPort = await freePort();
+  let monPort = await freePort();
+  while (monPort === rgwPort) monPort = await freePort();
   // The shared script, with its fixed ports swapped for free ones.
   // monmaptool takes a bare ip:port as msgr v2 unless the port is 6789: spell the v1 address out.
   const script = (await fsp.readFile(path.join(TESTENV, 'ceph-rgw.sh'), 'utf8'))
@@ -186,11 +190,21 @@ async function startRadosgwOnce(opts: RadosgwOptions): Promise<RadosgwServer> {
       }, 90_000);
     });
     await waitForPort(rgwPort, 10_000);
+    // The shared script waits up to 60 s for radosgw and then goes on regardless: the port must be
+    // radosgw's, answering HTTP, or this start failed and the next one gets fresh ports.
+    await assertHttp(rgwPort);
   } catch (err) {
     await stop();
     throw err;
   }
   return { endpoint: `http://127.0.0.1:${rgwPort}`, port: rgwPort, accessKeyId: 'DMTESTACCESSKEY', secretAccessKey: 'DMTESTSECRETKEY', dir, stop };
+}
+
+async function assertHttp(port: number): Promise<void> {
+  const res = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(10_000) })
+    .catch((err: Error) => { throw new Error(`radosgw does not answer HTTP on ${port}: ${(err.cause as Error)?.message ?? err.message}`); });
+  await res.arrayBuffer();
+  if (!res.headers.get('x-amz-request-id')) throw new Error(`the server on ${port} is not radosgw (HTTP ${res.status}, no x-amz-request-id)`);
 }
 
 /** Starts a one-node Ceph cluster with radosgw (about 12 s, 400 MB); one retry in a fresh folder. */
