@@ -157,11 +157,13 @@ async function startRadosgwOnce(opts: RadosgwOptions): Promise<RadosgwServer> {
   const scriptPath = path.join(dir, 'ceph-rgw.sh');
   await fsp.writeFile(scriptPath, script, { mode: 0o755 });
   const cluster = path.join(dir, 'c');
+  /** A daemon's pid as the script wrote it (0 before it has). */
+  const pidOf = async (n: 'rgw' | 'osd' | 'mon') => +(await fsp.readFile(path.join(cluster, 'run', `${n}.fgpid`), 'utf8').catch(() => '')) || 0;
   const pids = async () => {
     const out: number[] = [];
-    for (const n of ['rgw', 'osd', 'mon']) {
-      const t = await fsp.readFile(path.join(cluster, 'run', `${n}.fgpid`), 'utf8').catch(() => '');
-      if (+t > 0) out.push(+t);
+    for (const n of ['rgw', 'osd', 'mon'] as const) {
+      const pid = await pidOf(n);
+      if (pid > 0) out.push(pid);
     }
     return out;
   };
@@ -175,13 +177,12 @@ async function startRadosgwOnce(opts: RadosgwOptions): Promise<RadosgwServer> {
       // so a hung `radosgw-admin` or `ceph` call is not left behind.
       // (spawn, not execFile: execFile drops the `detached` option, so the group kill found no group)
       const child = spawn('bash', ['-x', scriptPath, cluster], { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
-      // The OSD now and then exits at start ("wrong fsid": it asked the monitor something before it
-      // had the monitor map). The script does not notice and waits ~90 s for a cluster that has no
-      // OSD; a daemon that has exited ends this attempt at once, and the next one starts afresh.
+      // A daemon that exits during the start (see startRadosgw) is not noticed by the script, which
+      // then waits ~90 s for a cluster without it: end this attempt at once instead.
       let died = '';
       const watch = setInterval(async () => {
-        for (const n of ['mon', 'osd']) {
-          const pid = +(await fsp.readFile(path.join(cluster, 'run', `${n}.fgpid`), 'utf8').catch(() => ''));
+        for (const n of ['mon', 'osd'] as const) {
+          const pid = await pidOf(n);
           if (pid > 0 && !(await alive(pid)) && !died) {
             died = `ceph-${n} exited during the start; `;
             try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ }
@@ -237,10 +238,10 @@ export async function startRadosgw(opts: RadosgwOptions = {}): Promise<RadosgwSe
   // Ceph's OSD sometimes exits at start: its first command to the monitor carries an all-zero fsid
   // (the monitor's log: "handle_command on fsid 00000000-… != …"), the monitor refuses it ("wrong
   // fsid"). A new cluster in a new folder starts; such an attempt ends within a second or two (see
-  // the watch in startRadosgwOnce), so five attempts cost little. Four failures in a row were seen
-  // on a machine busy with the rest of the suite. Clusters are started one at a time across test
-  // processes (a port picked as free could be taken by another start before it is bound); running
-  // clusters do not conflict.
+  // the watch in startRadosgwOnce), so five attempts cost little. (When each failed attempt waited
+  // ~90 s, three of them and the wait for the start lock used up a suite's 300 s set-up.) Clusters
+  // are started one at a time across test processes (a port picked as free could be taken by
+  // another start before it is bound); running clusters do not conflict.
   const release = await acquireFileLock(RGW_START_LOCK, 'radosgw start', 900_000);
   try {
     let last: unknown;
