@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, lchown, link, lutimes, open, rename, unlink, utimes } from 'node:fs/promises';
-import { chmodSync, fchmodSync, fchownSync, futimesSync, lchownSync, lutimesSync, utimesSync } from 'node:fs';
+import { chmodSync, fchmodSync, fchownSync, fstatSync, futimesSync, lchownSync, lutimesSync, utimesSync } from 'node:fs';
 import * as xattr from '@napi-rs/xattr';
 import { DmctlError, TargetError, describeSystemError } from '../core/errors.js';
 import { withStringPath } from '../archiver/fsnode.js';
@@ -188,12 +188,32 @@ export function applyFileMetaSync(path: Buffer, meta: FileMeta, owner: boolean, 
  * applyFileMetaSync for a regular file through a descriptor it is open with (after the last write):
  * the same steps, order and errors, without resolving its path three more times (a third of the
  * system time of a restore of many small files). `path` names the file in errors.
+ *
+ * With `created`, the file is one this restore has just made with the permission bits of
+ * `meta.mode` (see restoreRegion): one fstat tells which of owner and mode are already right, and
+ * only those that are not get a call. Each chown or chmod is a journaled inode update, and a root
+ * restore of root's files (or one with the usual umask) needs neither. Such a file has no setuid
+ * or setgid bit (a chown would clear them): those come with the chmod, after any chown.
  */
-export function applyFileMetaFd(fd: number, path: Buffer, meta: FileMeta, owner: boolean): void {
+export function applyFileMetaFd(fd: number, path: Buffer, meta: FileMeta, owner: boolean, created = false): void {
+  let st: { uid: number; gid: number; mode: number } | undefined;
+  if (created) {
+    try {
+      st = fstatSync(fd);
+    } catch {
+      st = undefined; // then every call is made, as without `created`
+    }
+  }
   applyMetaCalls(
     {
-      chown: (uid, gid) => fchownSync(fd, uid, gid),
-      chmod: (mode) => fchmodSync(fd, mode),
+      chown: (uid, gid) => {
+        if (st && st.uid === uid && st.gid === gid) return;
+        fchownSync(fd, uid, gid);
+      },
+      chmod: (mode) => {
+        if (st && (st.mode & 0o7777) === mode) return;
+        fchmodSync(fd, mode);
+      },
       utimes: (a, m) => futimesSync(fd, a, m),
     },
     path,

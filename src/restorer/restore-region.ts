@@ -70,16 +70,17 @@ function errInfo(err: unknown): { code?: string; message: string } {
 
 /**
  * Creates `p` holding `data` without following or reusing what is there: exclusive create, and only if
- * something exists (a re-restore) remove it and create again. The common case is one open.
+ * something exists (a re-restore) remove it and create again. The common case is one open. `mode`
+ * is what it is created with (less the umask); the descriptor may write whatever the mode says.
  */
-export function createWhole(p: Buffer, data: Uint8Array, written?: (fd: number) => void): void {
+export function createWhole(p: Buffer, data: Uint8Array, written?: (fd: number) => void, mode = 0o600): void {
   let fd: number;
   try {
-    fd = openSync(p, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+    fd = openSync(p, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, mode);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     rmSync(p, { force: true, recursive: true });
-    fd = openSync(p, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+    fd = openSync(p, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, mode);
   }
   try {
     writeAll(fd, data, 0);
@@ -143,14 +144,23 @@ export async function restoreRegion(key: MasterKey, job: RegionJob, ops: RegionO
       try {
         if (target.whole) {
           // Metadata through the descriptor, before it is closed: a failure there is not a failed write.
-          createWhole(p, plain, (fd) => {
-            if (!meta) return;
-            try {
-              applyFileMetaFd(fd, p, meta, job.owner);
-            } catch (err) {
-              metaErr = err;
-            }
-          });
+          // Created with its final permission bits (setuid, setgid and sticky come with the chmod,
+          // after any chown), so that usually no chmod is needed. While it is written it sits in a
+          // directory the restore made 0700 (directories get their modes last), or in one the
+          // user restores into, where it gets these permissions a moment later anyway.
+          createWhole(
+            p,
+            plain,
+            (fd) => {
+              if (!meta) return;
+              try {
+                applyFileMetaFd(fd, p, meta, job.owner, true);
+              } catch (err) {
+                metaErr = err;
+              }
+            },
+            meta ? meta.mode & 0o777 : 0o600,
+          );
         } else {
           const fd = openSync(p, fsc.O_WRONLY);
           try {

@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { newMasterKey, open, seal, sha256hex } from '../../src/repository/crypto.js';
@@ -91,6 +91,57 @@ test('an intact region: whole files with their metadata, parts at their offsets;
       assert.equal(statSync(path.join(d, 'a-copy')).mode & 0o7777, 0o600);
     }
   } finally {
+    await pool.close();
+  }
+});
+
+test('whole files get their exact owner and mode whatever the umask and the directory\'s group, in a worker too', async () => {
+  // Whole files are created with their permission bits and only what then differs is changed
+  // (fsmeta.ts applyFileMetaFd): a restrictive umask, a setgid directory of another group, setuid
+  // and setgid bits (which a chown clears) and a read-only mode must all still come out exact.
+  const root = process.getuid!() === 0;
+  const { data, blobs: packed, plains } = await makePack();
+  const wanted = [
+    { name: 'plain', mode: 0o644, uid: process.getuid!(), gid: process.getgid!() },
+    { name: 'setuid', mode: 0o4755, uid: process.getuid!(), gid: process.getgid!() },
+    { name: 'readonly', mode: 0o444, uid: process.getuid!(), gid: process.getgid!() },
+    { name: 'none', mode: 0o000, uid: process.getuid!(), gid: process.getgid!() },
+    // Only root can give a file away; as anyone else the owner is not restored (owner: false).
+    ...(root ? [{ name: 'given', mode: 0o2750, uid: 1234, gid: 5678 }] : []),
+  ];
+  const pool = workerPool();
+  const umask = process.umask(0o077);
+  try {
+    for (const way of ['main', 'worker'] as const) {
+      const d = path.join(dir, `exact-${way}`);
+      mkdirSync(d);
+      // New files in a setgid directory take its group: the restored group must win over it.
+      if (root) chownSync(d, 0, 4321);
+      chmodSync(d, 0o2777);
+      const blobs: RegionBlob[] = [
+        {
+          id: packed[0]!.id,
+          at: packed[0]!.offset,
+          length: packed[0]!.length,
+          uncompressedLength: packed[0]!.uncompressedLength ?? 0,
+          targets: wanted.map((w) => ({ path: Buffer.from(path.join(d, w.name)), offset: 0, whole: { meta: { ...meta, mode: w.mode, uid: w.uid, gid: w.gid } } })),
+        },
+      ];
+      const buf = new Uint8Array(data).buffer;
+      const job: RegionJob = { packId: 'ab'.repeat(32), buf, blobs, owner: root };
+      const res = way === 'main' ? await mainThread(job) : await pool.run<RegionResult>(job, [buf]);
+      assert.deepEqual(res.metaErrors, []);
+      assert.equal(res.fatal, undefined);
+      for (const w of wanted) {
+        const st = statSync(path.join(d, w.name), { bigint: true });
+        assert.equal((Number(st.mode) & 0o7777).toString(8), w.mode.toString(8), `${way} ${w.name}: mode`);
+        if (root) assert.deepEqual([Number(st.uid), Number(st.gid)], [w.uid, w.gid], `${way} ${w.name}: owner`);
+        assert.equal(st.mtimeNs, 1600000000000456000n, `${way} ${w.name}: mtime`);
+        assert.deepEqual(readFileSync(path.join(d, w.name)), plains[0], `${way} ${w.name}: content`);
+      }
+    }
+  } finally {
+    process.umask(umask);
     await pool.close();
   }
 });
