@@ -191,9 +191,10 @@ export function applyFileMetaSync(path: Buffer, meta: FileMeta, owner: boolean, 
  *
  * With `created`, the file is one this restore has just made with the permission bits of
  * `meta.mode` (see restoreRegion): one fstat tells which of owner and mode are already right, and
- * only those that are not get a call. Each chown or chmod is a journaled inode update, and a root
- * restore of root's files (or one with the usual umask) needs neither. Such a file has no setuid
- * or setgid bit (a chown would clear them): those come with the chmod, after any chown.
+ * only those that are not get a call. Each chown or chmod is an inode update (and a journal entry
+ * where the file system keeps a journal); a root restore of root's files, or one under the usual
+ * umask, needs neither. Such a file has no setuid or setgid bit (a chown would clear them): those
+ * come with the chmod, after any chown.
  */
 export function applyFileMetaFd(fd: number, path: Buffer, meta: FileMeta, owner: boolean, created = false): void {
   let st: { uid: number; gid: number; mode: number } | undefined;
