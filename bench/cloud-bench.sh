@@ -6,6 +6,12 @@
 # Env: BENCH_DIR   a folder whose tree/ is backed up when present (default: a copy of /usr/share/doc)
 #                  (BENCH_DIR=~/.cache/dmctl-bench ROWS=4000000: npm run bench's tree and dump, 687 MB and 366 MB)
 #      ROWS        rows of the generated dump (default 1000000, about 100 MB; gen-dump.mjs)
+#      ROUNDS      rounds of both tools (default 1). Round 1 runs restic first, round 2 dmctl first,
+#                  and so on; with more than one, each round's table is printed, then each tool's
+#                  median time and size and the median of the rounds' ratios.
+#                  (Which tool goes second matters on this VM: see "Session 18" in README.md.)
+#                  Each round keeps its repositories: radosgw's 8 GiB in RAM hold about six rounds
+#                  of the bench tree and dump.
 #      KEEP=1      keep the work folder (logs) instead of removing it
 #      BENCH_SETTLE=0  do not wait for ext4 to reuse an earlier run's deleted inodes (bench/settle.sh)
 # Needs radosgw (scripts/install-test-servers.sh), restic, GNU time, and a built dist/.
@@ -69,11 +75,12 @@ run() { # run TOOL STEP CMD...
   if ! /usr/bin/time -f "%e %M" -o "$W/.t" "$@" >"$W/$tool.$step.log" 2>&1; then
     echo "!! $tool $step failed:" >&2; tail -5 "$W/$tool.$step.log" >&2; KEEP=1
   fi
-  read -r w m <"$W/.t"; WALL[$tool.$step]=$w; RSS[$tool.$step]=$m
+  read -r w m <"$W/.t"; WALL[$tool.$step.$ROUND]=$w; RSS[$tool.$step.$ROUND]=$m
 }
 
-for tool in restic dmctl; do
-  R=s3:$EP/bench-$tool/repo
+bench_tool() { # bench_tool TOOL: its whole sequence, into a repository of this round's own
+  local tool=$1 R=s3:$EP/bench-$1-$ROUND/repo
+  rm -rf "$W/restore-$tool" "$W/restore-$tool.sql"
   if [ $tool = restic ]; then
     run restic init restic -r "$R" init --repository-version 2
     run restic backup-tree restic -r "$R" backup "$TREE" --host bench
@@ -87,14 +94,49 @@ for tool in restic dmctl; do
     run dmctl restore-tree $DMCTL restore -r "$R" latest --path "$TREE" --target "$W/restore-dmctl"
     run dmctl restore-dump sh -c "$DMCTL restore-stream -r '$R' latest --path /dump.sql > '$W/restore-dmctl.sql'"
   fi
-done
+  # (the restores are kept until the end: deleting 50k files now would slow the next round's creates)
+  [ "$ROUND" = "$ROUNDS" ] || mv "$W/restore-$tool" "$W/restore-$tool.$ROUND"
+}
 
-echo
-printf '%-14s %9s %9s %7s   %9s %9s %7s\n' step restic_s dmctl_s ratio restic_MB dmctl_MB ratio
-for step in backup-tree backup-dump restore-tree restore-dump; do
-  rw=${WALL[restic.$step]:-0} dw=${WALL[dmctl.$step]:-0} rm=${RSS[restic.$step]:-0} dm=${RSS[dmctl.$step]:-0}
-  awk -v s=$step -v rw=$rw -v dw=$dw -v rm=$rm -v dm=$dm 'BEGIN{printf "%-14s %9.2f %9.2f %7.2f   %9.1f %9.1f %7.2f\n", s, rw, dw, (rw>0?dw/rw:0), rm/1024, dm/1024, (rm>0?dm/rm:0)}'
+STEPS="backup-tree backup-dump restore-tree restore-dump"
+table() { # table ROUND|median
+  printf '%-14s %9s %9s %7s   %9s %9s %7s\n' step restic_s dmctl_s ratio restic_MB dmctl_MB ratio
+  for step in $STEPS; do
+    local rw rm dw dm
+    if [ "$1" = median ]; then
+      # times and sizes: each tool's median; ratios: the median of the rounds' ratios
+      awk -v s=$step -v rw="$(median WALL restic.$step)" -v dw="$(median WALL dmctl.$step)" -v rt="$(median_ratio WALL $step)" \
+        -v rm="$(median RSS restic.$step)" -v dm="$(median RSS dmctl.$step)" -v rr="$(median_ratio RSS $step)" \
+        'BEGIN{printf "%-14s %9.2f %9.2f %7.2f   %9.1f %9.1f %7.2f\n", s, rw, dw, rt, rm/1024, dm/1024, rr}'
+      continue
+    fi
+    rw=${WALL[restic.$step.$1]:-0} dw=${WALL[dmctl.$step.$1]:-0} rm=${RSS[restic.$step.$1]:-0} dm=${RSS[dmctl.$step.$1]:-0}
+    awk -v s=$step -v rw=$rw -v dw=$dw -v rm=$rm -v dm=$dm 'BEGIN{printf "%-14s %9.2f %9.2f %7.2f   %9.1f %9.1f %7.2f\n", s, rw, dw, (rw>0?dw/rw:0), rm/1024, dm/1024, (rm>0?dm/rm:0)}'
+  done
+}
+med() { sort -g | awk '{v[NR]=$1} END{print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+median() { # median ARRAY KEY: of the rounds' values
+  local -n a=$1; local r
+  for r in $(seq 1 "$ROUNDS"); do echo "${a[$2.$r]:-0}"; done | med
+}
+median_ratio() { # median_ARRAY STEP: of the rounds' dmctl/restic ratios
+  local -n b=$1; local r
+  for r in $(seq 1 "$ROUNDS"); do awk -v d="${b[dmctl.$2.$r]:-0}" -v x="${b[restic.$2.$r]:-0}" 'BEGIN{print (x>0?d/x:0)}'; done | med
+}
+
+ROUNDS=${ROUNDS:-1}
+for ROUND in $(seq 1 "$ROUNDS"); do
+  if [ $((ROUND % 2)) = 1 ]; then order="restic dmctl"; else order="dmctl restic"; fi
+  for tool in $order; do bench_tool $tool; done
+  echo
+  [ "$ROUNDS" = 1 ] || echo "round $ROUND ($order):"
+  table $ROUND
 done
+if [ "$ROUNDS" != 1 ]; then
+  echo
+  echo "medians of $ROUNDS rounds:"
+  table median
+fi
 echo
 for tool in restic dmctl; do
   cmp -s "$W/dump.sql" "$W/restore-$tool.sql" && d=identical || d=DIFFERENT
