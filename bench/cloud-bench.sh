@@ -80,7 +80,6 @@ run() { # run TOOL STEP CMD...
 
 bench_tool() { # bench_tool TOOL: its whole sequence, into a repository of this round's own
   local tool=$1 R=s3:$EP/bench-$1-$ROUND/repo
-  rm -rf "$W/restore-$tool" "$W/restore-$tool.sql"
   if [ $tool = restic ]; then
     run restic init restic -r "$R" init --repository-version 2
     run restic backup-tree restic -r "$R" backup "$TREE" --host bench
@@ -99,29 +98,30 @@ bench_tool() { # bench_tool TOOL: its whole sequence, into a repository of this 
 }
 
 STEPS="backup-tree backup-dump restore-tree restore-dump"
-table() { # table ROUND|median
-  printf '%-14s %9s %9s %7s   %9s %9s %7s\n' step restic_s dmctl_s ratio restic_MB dmctl_MB ratio
-  for step in $STEPS; do
-    local rw rm dw dm
-    if [ "$1" = median ]; then
-      # times and sizes: each tool's median; ratios: the median of the rounds' ratios
-      awk -v s=$step -v rw="$(median WALL restic.$step)" -v dw="$(median WALL dmctl.$step)" -v rt="$(median_ratio WALL $step)" \
-        -v rm="$(median RSS restic.$step)" -v dm="$(median RSS dmctl.$step)" -v rr="$(median_ratio RSS $step)" \
-        'BEGIN{printf "%-14s %9.2f %9.2f %7.2f   %9.1f %9.1f %7.2f\n", s, rw, dw, rt, rm/1024, dm/1024, rr}'
-      continue
-    fi
-    rw=${WALL[restic.$step.$1]:-0} dw=${WALL[dmctl.$step.$1]:-0} rm=${RSS[restic.$step.$1]:-0} dm=${RSS[dmctl.$step.$1]:-0}
-    awk -v s=$step -v rw=$rw -v dw=$dw -v rm=$rm -v dm=$dm 'BEGIN{printf "%-14s %9.2f %9.2f %7.2f   %9.1f %9.1f %7.2f\n", s, rw, dw, (rw>0?dw/rw:0), rm/1024, dm/1024, (rm>0?dm/rm:0)}'
-  done
-}
+ratio() { awk -v d="$1" -v x="$2" 'BEGIN{print (x>0?d/x:0)}'; } # ratio DMCTL RESTIC (0 when restic has none)
 med() { sort -g | awk '{v[NR]=$1} END{print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 median() { # median ARRAY KEY: of the rounds' values
   local -n a=$1; local r
   for r in $(seq 1 "$ROUNDS"); do echo "${a[$2.$r]:-0}"; done | med
 }
-median_ratio() { # median_ARRAY STEP: of the rounds' dmctl/restic ratios
+median_ratio() { # median_ratio ARRAY STEP: of the rounds' dmctl/restic ratios
   local -n b=$1; local r
-  for r in $(seq 1 "$ROUNDS"); do awk -v d="${b[dmctl.$2.$r]:-0}" -v x="${b[restic.$2.$r]:-0}" 'BEGIN{print (x>0?d/x:0)}'; done | med
+  for r in $(seq 1 "$ROUNDS"); do ratio "${b[dmctl.$2.$r]:-0}" "${b[restic.$2.$r]:-0}"; done | med
+}
+table() { # table ROUND|median (for medians: each tool's median time and size, and the median of the rounds' ratios)
+  printf '%-14s %9s %9s %7s   %9s %9s %7s\n' step restic_s dmctl_s ratio restic_MB dmctl_MB ratio
+  local step rw dw rt xm dm rr
+  for step in $STEPS; do
+    if [ "$1" = median ]; then
+      rw=$(median WALL restic.$step) dw=$(median WALL dmctl.$step) rt=$(median_ratio WALL $step)
+      xm=$(median RSS restic.$step) dm=$(median RSS dmctl.$step) rr=$(median_ratio RSS $step)
+    else
+      rw=${WALL[restic.$step.$1]:-0} dw=${WALL[dmctl.$step.$1]:-0} rt=$(ratio "$dw" "$rw")
+      xm=${RSS[restic.$step.$1]:-0} dm=${RSS[dmctl.$step.$1]:-0} rr=$(ratio "$dm" "$xm")
+    fi
+    awk -v s=$step -v rw=$rw -v dw=$dw -v rt=$rt -v xm=$xm -v dm=$dm -v rr=$rr \
+      'BEGIN{printf "%-14s %9.2f %9.2f %7.2f   %9.1f %9.1f %7.2f\n", s, rw, dw, rt, xm/1024, dm/1024, rr}'
+  done
 }
 
 ROUNDS=${ROUNDS:-1}
