@@ -53,10 +53,18 @@ interface Splitter {
 }
 
 /**
- * Reads everything from `read` into `ring` (at least MAX_SIZE + RING_READ bytes), splits it with
- * `chunker` and passes each chunk to `emit` as a region [start, end) of the ring.
+ * Finds the chunk boundaries in ring bytes [start, end), continuing the chunk begun by earlier
+ * calls: a seal worker's chunker (SealPool.cutter), which takes that work off the main thread.
  */
-export async function chunkIntoRing(ring: ChunkRing, chunker: Splitter, read: ReadFn, emit: RegionFn): Promise<void> {
+export interface RingCutter {
+  cuts(start: number, end: number): Promise<number[]>;
+}
+
+/**
+ * Reads everything from `read` into `ring` (at least MAX_SIZE + RING_READ bytes), splits it with
+ * `chunker` (here, or in a worker) and passes each chunk to `emit` as a region [start, end) of the ring.
+ */
+export async function chunkIntoRing(ring: ChunkRing, chunker: Splitter | RingCutter, read: ReadFn, emit: RegionFn): Promise<void> {
   if (ring.size < MAX_SIZE + RING_READ) throw new RangeError(`chunkIntoRing: a ring of ${ring.size} bytes is too small`);
   const buf = ring.bytes;
   let start = 0; // start of the unfinished chunk
@@ -76,6 +84,13 @@ export async function chunkIntoRing(ring: ChunkRing, chunker: Splitter, read: Re
     if (got === 0) break;
     let pos = end;
     end += got;
+    if ('cuts' in chunker) {
+      for (const cut of await chunker.cuts(pos, end)) {
+        await emit(ring, start, cut);
+        start = cut;
+      }
+      continue;
+    }
     while (pos < end) {
       const cut = chunker.next(buf, pos, end);
       if (cut < 0) break;

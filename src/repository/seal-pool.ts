@@ -267,6 +267,26 @@ export class SealPool {
     };
   }
 
+  /**
+   * A chunker in one of the workers (in turn) for a stream read into `sab`: cuts(start, end) finds
+   * the boundaries in [start, end), continuing the chunk begun by the previous call. close() once
+   * the stream is read.
+   */
+  cutter(sab: SharedArrayBuffer, polynomial: bigint): { cuts(start: number, end: number): Promise<number[]>; close(): void } {
+    const slot = this.slots[this.nextCutter++ % this.slots.length];
+    const sid = this.seq++;
+    return {
+      cuts: async (start, end) => {
+        const m = await this.request(slot, { op: 'cut', seq: this.seq++, sid, buf: sab, start, end, poly: polynomial });
+        return (m as Extract<SealReply, { op: 'cuts' }>).cuts;
+      },
+      close: () => {
+        if (!this.broken) slot.worker.postMessage({ op: 'endcut', seq: 0, sid } satisfies SealRequest);
+      },
+    };
+  }
+  private nextCutter = 0;
+
   /** Chunk bytes held by the workers. */
   get heldBytes(): number {
     let n = 0;

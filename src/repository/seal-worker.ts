@@ -14,6 +14,10 @@
 // bytes, or a length of -1: not read, because of errors[i], or, without an error, because the file
 // has grown past what its batch allows (MIN_SIZE for a file listed under it, MID_FILE otherwise) and
 // is read another way;
+// {op:'cut', seq, sid, buf, start, end, poly} → {op:'cuts', seq, cuts}: the chunk boundaries in
+// shared memory [start, end), found by the chunker of stream `sid`, which continues where the
+// stream's previous 'cut' stopped (a stream's cuts all go to one worker, in order); {op:'endcut',
+// seq, sid} forgets that chunker.
 // {op:'sealmany', seq, keep, level, asIs, outOff, room} → {op:'sealedmany', seq, lens, ulens}: the
 // kept chunks (keep is per chunk) compressed and encrypted, back to back into the output ring at
 // outOff; {op:'drop', seq} forgets a batch too.
@@ -23,7 +27,7 @@ import { createRequire } from 'node:module';
 import { IV_SIZE, MasterKey, MasterKeyData, OVERHEAD, masterKeyFromData, sealInPlace, sha256hex } from './crypto.js';
 import { ZSTD_LEVEL, looksCompressed, sealBound, zstdParams } from './compression.js';
 import { MID_FILE, readWholeSync } from '../archiver/read-source.js';
-import { MIN_SIZE, chunkLengths } from '../chunker/chunker.js';
+import { Chunker, MIN_SIZE, chunkLengths } from '../chunker/chunker.js';
 import { collectYoung } from '../core/gc.js';
 
 interface CCtx {
@@ -40,6 +44,8 @@ export type SealRequest =
   | { op: 'seal'; seq: number; level: number; outOff: number; room: number }
   | { op: 'read'; seq: number; paths: Uint8Array; sizes: number[]; poly: bigint }
   | { op: 'sealmany'; seq: number; keep: Uint8Array; level: number; asIs: boolean; outOff: number; room: number }
+  | { op: 'cut'; seq: number; sid: number; buf: SharedArrayBuffer; start: number; end: number; poly: bigint }
+  | { op: 'endcut'; seq: number; sid: number }
   | { op: 'drop'; seq: number };
 
 /** A file of a batch that could not be read: what the archiver reports (Node's error code and text). */
@@ -53,6 +59,7 @@ export type SealReply =
   | { op: 'sealed'; seq: number; len: number; ulen: number }
   | { op: 'read'; seq: number; ids: string[]; clens: number[]; counts: number[]; lens: number[]; errors: (ReadFailure | null)[] }
   | { op: 'sealedmany'; seq: number; lens: number[]; ulens: number[] }
+  | { op: 'cuts'; seq: number; cuts: number[] }
   | { op: 'error'; seq: number; message: string };
 
 const port = parentPort;
@@ -66,6 +73,25 @@ const chunks = new Map<number, Buffer>();
 /** Batches of files read, chunked and hashed, not yet sealed or dropped: their chunks, in file order. */
 const batches = new Map<number, Buffer[]>();
 const contexts = new Map<number, CCtx>();
+/** The chunkers of the streams this worker cuts (see 'cut'). */
+const cutters = new Map<number, Chunker>();
+/** A view of each shared buffer streams are cut in. */
+const views = new WeakMap<SharedArrayBuffer, Buffer>();
+
+function cut(sid: number, sab: SharedArrayBuffer, start: number, end: number, poly: bigint): number[] {
+  let c = cutters.get(sid);
+  if (!c) cutters.set(sid, (c = new Chunker(poly)));
+  let bytes = views.get(sab);
+  if (!bytes) views.set(sab, (bytes = Buffer.from(sab)));
+  const cuts: number[] = [];
+  for (let pos = start; pos < end; ) {
+    const at = c.next(bytes, pos, end);
+    if (at < 0) break;
+    cuts.push(at);
+    pos = at;
+  }
+  return cuts;
+}
 
 function context(level: number): CCtx {
   let c = contexts.get(level);
@@ -237,12 +263,19 @@ port.on('message', (m: SealRequest) => {
       case 'sealmany':
         sealBatch(m.seq, m.keep, m.level, m.asIs, m.outOff, m.room);
         break;
+      case 'cut':
+        reply({ op: 'cuts', seq: m.seq, cuts: cut(m.sid, m.buf, m.start, m.end, m.poly) });
+        break;
+      case 'endcut':
+        cutters.delete(m.sid);
+        break;
       case 'drop':
         chunks.delete(m.seq);
         forgetBatch(m.seq);
         break;
     }
   } catch (err) {
+    if (m.op === 'cut') cutters.delete(m.sid);
     if (m.op !== 'drop') {
       chunks.delete(m.seq);
       forgetBatch(m.seq);

@@ -28,9 +28,19 @@ function data(size: number): Buffer {
 
 const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-for (const holds of ['the first chunk long', 'every chunk a random while'] as const) test(`chunkIntoRing cuts where the chunker does, with any read sizes, across wraps, and never overwrites held chunks (holding ${holds})`, async () => {
+for (const [holds, where] of [
+  ['the first chunk long', 'here'],
+  ['every chunk a random while', 'here'],
+  ['every chunk a random while', 'in a seal worker'],
+] as const) test(`chunkIntoRing cuts where the chunker does, with any read sizes, across wraps, and never overwrites held chunks (holding ${holds}, cut ${where})`, async (t) => {
   const input = data(48 * MiB);
   const ring = new SharedRing(MAX_SIZE + RING_READ); // the smallest ring allowed: a wrap every few chunks
+  let cutter: Chunker | ReturnType<SealPool['cutter']> = new Chunker(POL);
+  if (where === 'in a seal worker') {
+    const pool = SealPool.create(newMasterKey(), 1)!;
+    t.after(() => pool.close());
+    cutter = pool.cutter(ring.sab, POL);
+  }
   let pos = 0;
   const read = async (buf: Buffer, off: number, len: number) => {
     await tick(0);
@@ -43,7 +53,7 @@ for (const holds of ['the first chunk long', 'every chunk a random while'] as co
   const checks: Promise<void>[] = [];
   let wraps = 0;
   let lastStart = -1;
-  await chunkIntoRing(ring, new Chunker(POL), read, async (r, start, end) => {
+  await chunkIntoRing(ring, cutter, read, async (r, start, end) => {
     if (start < lastStart) wraps++;
     lastStart = start;
     const copy = Buffer.from(r.bytes.subarray(start, end));
@@ -65,6 +75,34 @@ for (const holds of ['the first chunk long', 'every chunk a random while'] as co
   assert.ok(Buffer.concat(chunks).equals(input), 'chunks put together give the input back');
   assert.deepEqual(chunks.map((c) => c.length), chunkLengths(input, POL));
   assert.ok(chunks.some((c) => c.length === MAX_SIZE), 'a chunk of MAX_SIZE went through the ring');
+});
+
+test('seal workers cut several streams at once, each with its own chunker state', async (t) => {
+  const pool = SealPool.create(newMasterKey(), 2)!;
+  t.after(() => pool.close());
+  // Three streams on two workers: two of them share a worker, their calls interleaved.
+  const inputs = [data(20 * MiB), crypto.randomBytes(9 * MiB), data(30 * MiB).subarray(MiB)];
+  const cuts = await Promise.all(
+    inputs.map(async (input) => {
+      const sab = new SharedArrayBuffer(input.length);
+      Buffer.from(sab).set(input);
+      const c = pool.cutter(sab, POL);
+      const found: number[] = [];
+      for (let pos = 0; pos < input.length; ) {
+        const end = Math.min(input.length, pos + 1 + Math.floor(Math.random() * 2 * MiB));
+        found.push(...(await c.cuts(pos, end)));
+        await tick(Math.random() * 3);
+        pos = end;
+      }
+      c.close();
+      return found;
+    }),
+  );
+  inputs.forEach((input, i) => {
+    const lengths = [...cuts[i], input.length].map((c, k, all) => c - (k ? all[k - 1] : 0)).filter((n) => n > 0);
+    assert.deepEqual(lengths, chunkLengths(input, POL), `stream ${i}`);
+    assert.ok(lengths.length > 3, `stream ${i} has ${lengths.length} chunks`);
+  });
 });
 
 test('chunkIntoRing refuses a ring that cannot hold the largest chunk and a read', async () => {
