@@ -135,7 +135,7 @@ export class Archiver {
     private readonly repo: Repository,
     private readonly opts: BackupOptions,
   ) {
-    this.writer = repo.newWriter({ compression: opts.compression, gate: opts.gate, storeCompressedAsIs: true, discard: opts.dryRun });
+    this.writer = repo.newWriter({ compression: opts.compression, gate: opts.gate, storeCompressedAsIs: true, discard: opts.dryRun, hashPacksInWorkers: true });
     this.fileSem = new Semaphore(opts.fileConcurrency ?? 16);
     this.progress = opts.progress ?? noProgress;
     this.excludes = opts.excludes ?? [];

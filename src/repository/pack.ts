@@ -169,6 +169,28 @@ export function sealBlob(key: MasterKey, payload: Uint8Array): Buffer {
   return seal(key, payload);
 }
 
+/** Resolves with the SHA-256 (hex) of the first `size` bytes of the file at `path`. */
+export type PackFileHasher = (path: string, size: number) => Promise<string>;
+
+/** PackFileHasher on this thread (reads with the thread pool). */
+export async function hashFileHere(path: string, size: number): Promise<string> {
+  const { promises: fsp } = await import('node:fs');
+  const h = crypto.createHash('sha256');
+  const buf = Buffer.allocUnsafe(Math.min(size, 1024 * 1024));
+  const fh = await fsp.open(path, 'r');
+  try {
+    for (let pos = 0; pos < size; ) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - pos), pos);
+      if (bytesRead === 0) throw new Error(`${path}: ${pos} bytes, expected ${size}`);
+      h.update(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
+  return h.digest('hex');
+}
+
 /**
  * Like PackBuilder, but appends each blob to a temp file as it comes (the way restic keeps packs in
  * temp files), so a pack being filled costs no memory. The finished file is handed to the backend's
@@ -176,7 +198,8 @@ export function sealBlob(key: MasterKey, payload: Uint8Array): Buffer {
  */
 export class FilePackBuilder {
   readonly blobs: PackedBlob[] = [];
-  private hash = crypto.createHash('sha256');
+  /** Hashed as blobs are added, unless another thread hashes the finished file (create's hashFile). */
+  private hash: crypto.Hash | undefined;
   private writes: Promise<unknown>[] = [];
   private failure: unknown;
   /** Bytes handed to writes that have not completed (the sealed buffers they keep alive). */
@@ -188,13 +211,20 @@ export class FilePackBuilder {
     readonly type: BlobType,
     readonly path: string,
     private readonly fh: import('node:fs').promises.FileHandle,
-  ) {}
+    private readonly hashFile: PackFileHasher | undefined,
+  ) {
+    if (!hashFile) this.hash = crypto.createHash('sha256');
+  }
 
-  static async create(type: BlobType, dir: string): Promise<FilePackBuilder> {
+  /**
+   * `hashFile`, if given, computes the pack's ID from the finished file (a seal worker reads it
+   * back from the page cache) instead of the thread that adds the blobs hashing them as they come.
+   */
+  static async create(type: BlobType, dir: string, hashFile?: PackFileHasher): Promise<FilePackBuilder> {
     const { promises: fsp } = await import('node:fs');
     const p = `${dir}/${spoolName()}`;
     const fh = await fsp.open(p, 'wx', 0o600);
-    return new FilePackBuilder(type, p, fh);
+    return new FilePackBuilder(type, p, fh, hashFile);
   }
 
   get count(): number {
@@ -218,7 +248,7 @@ export class FilePackBuilder {
     const b: PackedBlob = { type: this.type, id, offset: this.size, length: sealed.length, uncompressedLength };
     this.blobs.push(b);
     this.header += entrySize(b);
-    this.hash.update(sealed);
+    this.hash?.update(sealed);
     if (!this.batch.length) this.batchStart = this.size;
     this.batch.push(sealed);
     if (written) this.batchWritten.push(written);
@@ -275,18 +305,22 @@ export class FilePackBuilder {
     const header = seal(key, encodeHeader(this.blobs));
     const len = Buffer.allocUnsafe(4);
     len.writeUInt32LE(header.length, 0);
-    this.hash.update(header);
-    this.hash.update(len);
+    this.hash?.update(header);
+    this.hash?.update(len);
     this.flushBatch();
+    const size = this.size + header.length + 4;
+    let id: string;
     try {
       await Promise.all(this.writes);
       if (this.failure) throw this.failure;
       await writeAll(this.fh, Buffer.concat([header, len]), this.size);
-      if (opts.sync ?? true) await this.fh.sync();
+      // (the file is complete: it is hashed while it is flushed)
+      const [hashed] = await Promise.all([this.hashFile?.(this.path, size), (opts.sync ?? true) ? this.fh.sync() : undefined]);
+      id = hashed ?? this.hash!.digest('hex');
     } finally {
       await this.fh.close().catch(() => {});
     }
-    return { id: this.hash.digest('hex'), path: this.path, blobs: this.blobs, size: this.size + header.length + 4 };
+    return { id, path: this.path, blobs: this.blobs, size };
   }
 
   async abort(): Promise<void> {

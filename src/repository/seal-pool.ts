@@ -222,6 +222,11 @@ export class SealPool {
     return slot;
   }
 
+  /** False once close() was called. */
+  get isOpen(): boolean {
+    return !this.closed;
+  }
+
   /** Number of workers. */
   get size(): number {
     return this.slots.length;
@@ -286,6 +291,12 @@ export class SealPool {
     };
   }
   private nextCutter = 0;
+
+  /** The SHA-256 (hex) of the first `size` bytes of a file, computed by the least loaded worker. */
+  async hashFile(path: string, size: number): Promise<string> {
+    const m = await this.request(this.pick(), { op: 'hashfile', seq: this.seq++, path, size });
+    return (m as Extract<SealReply, { op: 'hashedfile' }>).id;
+  }
 
   /** Chunk bytes held by the workers. */
   get heldBytes(): number {

@@ -14,6 +14,8 @@
 // bytes, or a length of -1: not read, because of errors[i], or, without an error, because the file
 // has grown past what its batch allows (MIN_SIZE for a file listed under it, MID_FILE otherwise) and
 // is read another way;
+// {op:'hashfile', seq, path, size} → {op:'hashedfile', seq, id}: the SHA-256 of the file's first
+// `size` bytes (a finished pack, whose ID this is; it is an error if the file is shorter).
 // {op:'cut', seq, sid, buf, start, end, poly} → {op:'cuts', seq, cuts}: the chunk boundaries in
 // shared memory [start, end), found by the chunker of stream `sid`, which continues where the
 // stream's previous 'cut' stopped (a stream's cuts all go to one worker, in order); {op:'endcut',
@@ -24,6 +26,8 @@
 // Errors answer {op:'error', seq, message}. The master key comes as workerData.
 import { parentPort, workerData } from 'node:worker_threads';
 import { createRequire } from 'node:module';
+import { createHash } from 'node:crypto';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { IV_SIZE, MasterKey, MasterKeyData, OVERHEAD, masterKeyFromData, sealInPlace, sha256hex } from './crypto.js';
 import { ZSTD_LEVEL, looksCompressed, sealBound, zstdParams } from './compression.js';
 import { MID_FILE, readWholeSync } from '../archiver/read-source.js';
@@ -44,6 +48,7 @@ export type SealRequest =
   | { op: 'seal'; seq: number; level: number; outOff: number; room: number }
   | { op: 'read'; seq: number; paths: Uint8Array; sizes: number[]; poly: bigint }
   | { op: 'sealmany'; seq: number; keep: Uint8Array; level: number; asIs: boolean; outOff: number; room: number }
+  | { op: 'hashfile'; seq: number; path: string; size: number }
   | { op: 'cut'; seq: number; sid: number; buf: SharedArrayBuffer; start: number; end: number; poly: bigint }
   | { op: 'endcut'; seq: number; sid: number }
   | { op: 'drop'; seq: number };
@@ -60,6 +65,7 @@ export type SealReply =
   | { op: 'read'; seq: number; ids: string[]; clens: number[]; counts: number[]; lens: number[]; errors: (ReadFailure | null)[] }
   | { op: 'sealedmany'; seq: number; lens: number[]; ulens: number[] }
   | { op: 'cuts'; seq: number; cuts: number[] }
+  | { op: 'hashedfile'; seq: number; id: string }
   | { op: 'error'; seq: number; message: string };
 
 const port = parentPort;
@@ -77,6 +83,26 @@ const contexts = new Map<number, CCtx>();
 const cutters = new Map<number, Chunker>();
 /** A view of each shared buffer streams are cut in. */
 const views = new WeakMap<SharedArrayBuffer, Buffer>();
+
+/** Read buffer for hashfile (reused). */
+let hashBuf: Buffer | undefined;
+
+function hashFile(path: string, size: number): string {
+  hashBuf ??= Buffer.allocUnsafeSlow(1024 * 1024);
+  const h = createHash('sha256');
+  const fd = openSync(path, 'r');
+  try {
+    for (let pos = 0; pos < size; ) {
+      const n = readSync(fd, hashBuf, 0, Math.min(hashBuf.length, size - pos), pos);
+      if (n === 0) throw new Error(`${path}: ${pos} bytes, expected ${size}`);
+      h.update(n === hashBuf.length ? hashBuf : hashBuf.subarray(0, n));
+      pos += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest('hex');
+}
 
 function cut(sid: number, sab: SharedArrayBuffer, start: number, end: number, poly: bigint): number[] {
   let c = cutters.get(sid);
@@ -262,6 +288,9 @@ port.on('message', (m: SealRequest) => {
         break;
       case 'sealmany':
         sealBatch(m.seq, m.keep, m.level, m.asIs, m.outOff, m.room);
+        break;
+      case 'hashfile':
+        reply({ op: 'hashedfile', seq: m.seq, id: hashFile(m.path, m.size) });
         break;
       case 'cut':
         reply({ op: 'cuts', seq: m.seq, cuts: cut(m.sid, m.buf, m.start, m.end, m.poly) });

@@ -105,6 +105,35 @@ test('seal workers cut several streams at once, each with its own chunker state'
   });
 });
 
+test('a seal worker hashes a finished pack file as the thread filling it would', async (t) => {
+  const { FilePackBuilder, hashFileHere } = await import('../../src/repository/pack.js');
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const key = newMasterKey();
+  const pool = SealPool.create(key, 1)!;
+  t.after(() => pool.close());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmctl-packhash-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const blobs = [crypto.randomBytes(3 * MiB + 17), crypto.randomBytes(100), Buffer.alloc(2 * MiB)];
+  const ids: string[] = [];
+  for (const hasher of [undefined, (f: string, n: number) => pool.hashFile(f, n), hashFileHere]) {
+    const p = await FilePackBuilder.create('data', dir, hasher);
+    for (const b of blobs) p.add(sha256hex(b), Buffer.from(b), 0);
+    const done = await p.finish(key);
+    const file = fs.readFileSync(done.path);
+    assert.equal(file.length, done.size);
+    assert.equal(done.id, sha256hex(file), 'the ID is the hash of the file as written');
+    ids.push(done.id);
+  }
+  // (the same blobs with a new random IV for the header each time: IDs differ, each matches its file)
+  assert.equal(new Set(ids).size, 3);
+  await assert.rejects(pool.hashFile(path.join(dir, 'missing'), 10), /ENOENT/);
+  const short = path.join(dir, 'short');
+  fs.writeFileSync(short, 'abc');
+  await assert.rejects(pool.hashFile(short, 10), /3 bytes, expected 10/);
+});
+
 test('chunkIntoRing refuses a ring that cannot hold the largest chunk and a read', async () => {
   await assert.rejects(chunkIntoRing(new SharedRing(MAX_SIZE), new Chunker(POL), async () => 0, async () => {}), RangeError);
 });
