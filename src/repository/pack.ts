@@ -1,6 +1,7 @@
 // Pack files (reference §6): encrypted blobs back to back, then the encrypted header, then its
 // length as uint32 LE. Header entries are 37 bytes (uncompressed) or 41 bytes (zstd) each.
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import os from 'node:os';
 import { IntegrityError } from '../core/errors.js';
 import { Backend } from '../storage/backend.js';
@@ -172,21 +173,22 @@ export function sealBlob(key: MasterKey, payload: Uint8Array): Buffer {
 /** Resolves with the SHA-256 (hex) of the first `size` bytes of the file at `path`. */
 export type PackFileHasher = (path: string, size: number) => Promise<string>;
 
-/** PackFileHasher on this thread (reads with the thread pool). */
-export async function hashFileHere(path: string, size: number): Promise<string> {
-  const { promises: fsp } = await import('node:fs');
+/**
+ * The SHA-256 (hex) of the first `size` bytes of the file at `path`, read with blocking calls into
+ * `buf` (a seal worker passes one it reuses). Throws if the file is shorter.
+ */
+export function hashFileSync(path: string, size: number, buf: Buffer = Buffer.allocUnsafe(Math.min(size, 1024 * 1024))): string {
   const h = crypto.createHash('sha256');
-  const buf = Buffer.allocUnsafe(Math.min(size, 1024 * 1024));
-  const fh = await fsp.open(path, 'r');
+  const fd = fs.openSync(path, 'r');
   try {
     for (let pos = 0; pos < size; ) {
-      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - pos), pos);
-      if (bytesRead === 0) throw new Error(`${path}: ${pos} bytes, expected ${size}`);
-      h.update(buf.subarray(0, bytesRead));
-      pos += bytesRead;
+      const n = fs.readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
+      if (n === 0) throw new Error(`${path}: ${pos} bytes, expected ${size}`);
+      h.update(n === buf.length ? buf : buf.subarray(0, n));
+      pos += n;
     }
   } finally {
-    await fh.close();
+    fs.closeSync(fd);
   }
   return h.digest('hex');
 }

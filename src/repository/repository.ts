@@ -16,7 +16,7 @@ import { compress, decompress, looksCompressed, ZSTD_LEVEL, ZSTD_LEVEL_MAX } fro
 import { RepoConfig, newConfig, openConfig, saveConfig } from './config-file.js';
 import { IndexPack, MasterIndex, decodeIndex, encodeIndex, BlobLocation } from './index-file.js';
 import { addKey, findKey, type PreferredKey } from './key-file.js';
-import { BlobType, PackBuilder, FilePackBuilder, removeStaleSpool, hashFileHere } from './pack.js';
+import { BlobType, PackBuilder, FilePackBuilder, removeStaleSpool, hashFileSync } from './pack.js';
 import { RepoCache } from './cache.js';
 import { SealPool, type FileBatch, type HashedChunk } from './seal-pool.js';
 import { decodeUnpacked, encodeUnpacked } from './unpacked.js';
@@ -506,7 +506,8 @@ export class BlobWriter {
         let p: Packer | undefined;
         // (see WriterOptions.hashPacksInWorkers)
         const seals = this.hashPacksInWorkers ? (this.seals ?? undefined) : undefined;
-        const hashFile = seals ? (file: string, size: number) => (seals.isOpen ? seals.hashFile(file, size) : hashFileHere(file, size)) : undefined;
+        // (a pack finished once the pool is closed, on a failure's way out, is hashed here)
+        const hashFile = seals ? async (file: string, size: number) => (seals.isOpen ? seals.hashFile(file, size) : hashFileSync(file, size)) : undefined;
         if (this.spool) {
           try {
             p = await FilePackBuilder.create(type, this.spool.spoolDir(), hashFile);

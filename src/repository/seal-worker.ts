@@ -26,12 +26,11 @@
 // Errors answer {op:'error', seq, message}. The master key comes as workerData.
 import { parentPort, workerData } from 'node:worker_threads';
 import { createRequire } from 'node:module';
-import { createHash } from 'node:crypto';
-import { closeSync, openSync, readSync } from 'node:fs';
 import { IV_SIZE, MasterKey, MasterKeyData, OVERHEAD, masterKeyFromData, sealInPlace, sha256hex } from './crypto.js';
 import { ZSTD_LEVEL, looksCompressed, sealBound, zstdParams } from './compression.js';
 import { MID_FILE, readWholeSync } from '../archiver/read-source.js';
 import { Chunker, MIN_SIZE, chunkLengths } from '../chunker/chunker.js';
+import { hashFileSync } from './pack.js';
 import { collectYoung } from '../core/gc.js';
 
 interface CCtx {
@@ -81,34 +80,14 @@ const batches = new Map<number, Buffer[]>();
 const contexts = new Map<number, CCtx>();
 /** The chunkers of the streams this worker cuts (see 'cut'). */
 const cutters = new Map<number, Chunker>();
-/** A view of each shared buffer streams are cut in. */
-const views = new WeakMap<SharedArrayBuffer, Buffer>();
 
 /** Read buffer for hashfile (reused). */
 let hashBuf: Buffer | undefined;
-
-function hashFile(path: string, size: number): string {
-  hashBuf ??= Buffer.allocUnsafeSlow(1024 * 1024);
-  const h = createHash('sha256');
-  const fd = openSync(path, 'r');
-  try {
-    for (let pos = 0; pos < size; ) {
-      const n = readSync(fd, hashBuf, 0, Math.min(hashBuf.length, size - pos), pos);
-      if (n === 0) throw new Error(`${path}: ${pos} bytes, expected ${size}`);
-      h.update(n === hashBuf.length ? hashBuf : hashBuf.subarray(0, n));
-      pos += n;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return h.digest('hex');
-}
-
 function cut(sid: number, sab: SharedArrayBuffer, start: number, end: number, poly: bigint): number[] {
   let c = cutters.get(sid);
   if (!c) cutters.set(sid, (c = new Chunker(poly)));
-  let bytes = views.get(sab);
-  if (!bytes) views.set(sab, (bytes = Buffer.from(sab)));
+  // (each message brings its own SharedArrayBuffer object, so a view is made per call)
+  const bytes = Buffer.from(sab);
   const cuts: number[] = [];
   for (let pos = start; pos < end; ) {
     const at = c.next(bytes, pos, end);
@@ -290,7 +269,8 @@ port.on('message', (m: SealRequest) => {
         sealBatch(m.seq, m.keep, m.level, m.asIs, m.outOff, m.room);
         break;
       case 'hashfile':
-        reply({ op: 'hashedfile', seq: m.seq, id: hashFile(m.path, m.size) });
+        hashBuf ??= Buffer.allocUnsafeSlow(1024 * 1024);
+        reply({ op: 'hashedfile', seq: m.seq, id: hashFileSync(m.path, m.size, hashBuf) });
         break;
       case 'cut':
         reply({ op: 'cuts', seq: m.seq, cuts: cut(m.sid, m.buf, m.start, m.end, m.poly) });

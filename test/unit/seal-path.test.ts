@@ -106,7 +106,7 @@ test('seal workers cut several streams at once, each with its own chunker state'
 });
 
 test('a seal worker hashes a finished pack file as the thread filling it would', async (t) => {
-  const { FilePackBuilder, hashFileHere } = await import('../../src/repository/pack.js');
+  const { FilePackBuilder, hashFileSync } = await import('../../src/repository/pack.js');
   const fs = await import('node:fs');
   const os = await import('node:os');
   const path = await import('node:path');
@@ -117,7 +117,7 @@ test('a seal worker hashes a finished pack file as the thread filling it would',
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const blobs = [crypto.randomBytes(3 * MiB + 17), crypto.randomBytes(100), Buffer.alloc(2 * MiB)];
   const ids: string[] = [];
-  for (const hasher of [undefined, (f: string, n: number) => pool.hashFile(f, n), hashFileHere]) {
+  for (const hasher of [undefined, (f: string, n: number) => pool.hashFile(f, n), async (f: string, n: number) => hashFileSync(f, n)]) {
     const p = await FilePackBuilder.create('data', dir, hasher);
     for (const b of blobs) p.add(sha256hex(b), Buffer.from(b), 0);
     const done = await p.finish(key);
